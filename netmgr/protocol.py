@@ -1,0 +1,252 @@
+"""The MSL-Network 1.0 wire protocol, sans-IO.
+
+This module performs no I/O: it turns bytes into lines and lines into messages, and messages
+into bytes. It imports neither gevent nor sockets (STYLE.md rule 1), so its tests feed it bytes
+in every chunking without an event loop.
+
+Reference: ``msl-network-1.0-protocol.md`` sections 1.1 (framing), 1.2 (message shapes),
+1.10 (errors) and 1.13 (terminal syntax).
+"""
+import ast
+import json
+import re
+
+import orjson
+
+CRLF = b"\r\n"
+NOTIFICATION_UID = "notification"
+DISCONNECT_REQUEST = "__disconnect__"
+SHUTDOWN_MANAGER = "shutdown_manager"
+SHUTDOWN_SERVICE = "shutdown_service"
+PORT = 1875
+
+#: Keys of a reply or error that a peer may forward unchanged (reference 1.2).
+REPLY_KEYS = frozenset(("error", "message", "requester", "result", "traceback", "uid"))
+
+
+class ProtocolError(Exception):
+    """A framing violation: the peer is disconnected."""
+
+
+class LineTooLong(ProtocolError):
+    """A line exceeded the reader's limit."""
+
+    def __init__(self, limit):
+        super().__init__(f"a line exceeded the limit of {limit} bytes")
+        self.limit = limit
+
+
+class LineReader:
+    """Split a byte stream into lines.
+
+    Lines end with LF; a CR before the LF is dropped (1.0 writes CRLF, LabVIEW and terminal users
+    may send LF only). A lone CR is not a terminator. Each chunk is scanned once, so a 110 MB
+    message that arrives in 64 KiB chunks costs linear time.
+    """
+
+    __slots__ = ("limit", "_parts", "_size")
+
+    def __init__(self, limit):
+        self.limit = limit
+        self._parts = []  # the pieces of an incomplete line
+        self._size = 0
+
+    def feed(self, data):
+        """Return the complete lines in ``data`` (without terminators), keeping the remainder.
+
+        Raises :class:`LineTooLong` when a line, complete or not, exceeds the limit.
+        """
+        start = 0
+        lines = []
+        find = data.find
+        while True:
+            end = find(b"\n", start)
+            if end < 0:
+                break
+            if self._parts:
+                self._parts.append(data[start:end])
+                line = b"".join(self._parts)
+                self._parts.clear()
+                self._size = 0
+            else:
+                line = data[start:end]
+            if len(line) > self.limit:
+                raise LineTooLong(self.limit)
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            lines.append(line)
+            start = end + 1
+        if start < len(data):
+            rest = data[start:] if start else data
+            self._size += len(rest)
+            if self._size > self.limit:
+                raise LineTooLong(self.limit)
+            self._parts.append(rest)
+        return lines
+
+    def close(self):
+        """At EOF: the trailing partial line, if any (1.0 delivers it as a line)."""
+        if not self._parts:
+            return None
+        line = b"".join(self._parts).rstrip(b"\r")
+        self._parts.clear()
+        self._size = 0
+        return line
+
+    @property
+    def pending(self):
+        """The number of buffered bytes of an incomplete line."""
+        return self._size
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+
+# orjson does not refuse integers beyond 64 bits: it silently returns a float (ijl/orjson#308).
+# They need 19+ digits, so a line with no run of 19 digits is safe for orjson (one C pass).
+_DIGIT_MAP = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))  # digit -> "0", other -> " "
+_LONG_DIGIT_RUN = b"0" * 19
+_long_digit_run = re.compile(r"[0-9]{19}").search
+
+
+def _may_hold_big_int(line):
+    if isinstance(line, str):
+        return _long_digit_run(line) is not None
+    return _LONG_DIGIT_RUN in bytes(line).translate(_DIGIT_MAP)
+
+
+def loads(line):
+    """Decode one line. orjson first; the stdlib parser accepts what 1.0's default backend
+    may emit and orjson refuses (``NaN``, ``Infinity``) or would turn into a float (integers
+    beyond 64 bits)."""
+    if not _may_hold_big_int(line):
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+    if isinstance(line, (bytes, bytearray, memoryview)):
+        line = bytes(line).decode("utf-8")  # UnicodeDecodeError is the caller's to handle
+    return json.loads(line)
+
+
+def dumps(obj):
+    """Encode a message as one CRLF-terminated line.
+
+    Raises :class:`TypeError` for values JSON cannot hold (a terminal ``3+4j`` or ``{1,2}``).
+    """
+    try:
+        line = orjson.dumps(obj)
+        # orjson writes NaN/Infinity as null without raising; only a line with null may hold one
+        if b"null" not in line:
+            return line + CRLF
+    except TypeError:
+        pass
+    # big integers and NaN are valid in 1.0's dialect; sets and complex numbers are not
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + CRLF
+
+
+def encode_str(text):
+    """The JSON text of a string, for splicing into raw lines."""
+    return orjson.dumps(text)
+
+
+# --------------------------------------------------------------------------------------------
+# Canonical message shapes (reference 1.2); key order as 1.0 emits them
+
+def request(attribute, args, requester, uid=""):
+    """A Manager -> peer request (``identity``, ``username``, ``password``)."""
+    return {"args": list(args), "attribute": attribute, "error": False, "kwargs": {},
+            "requester": requester, "uid": uid}
+
+
+def result(value, requester, uid):
+    return {"error": False, "requester": requester, "result": value, "uid": uid}
+
+
+def error(message, requester, uid):
+    """An error reply. netmgr never sends server tracebacks (reference 6.9): ``traceback`` is []."""
+    return {"error": True, "message": message, "requester": requester, "result": None,
+            "traceback": [], "uid": uid}
+
+
+def error_text(kind, text):
+    """``"<ExcClass>: <str(exc)>"`` exactly as 1.0 renders it; ``str(KeyError(x))`` is ``repr(x)``."""
+    if kind == "KeyError":
+        return f"KeyError: {text!r}"
+    return f"{kind}: {text}"
+
+
+def notification(service, args, kwargs):
+    return {"error": False, "result": [list(args), dict(kwargs)], "service": service,
+            "uid": NOTIFICATION_UID}
+
+
+# --------------------------------------------------------------------------------------------
+# Terminal syntax (reference 1.13): exactly 1.0's ``parse_terminal_input``, quirks included,
+# because LabVIEW VIs and terminal users type it. Do not "fix" it: the table in
+# tests/test_protocol.py is the contract.
+
+_args_regex = re.compile(r'\s*([^\"\s]+|\"[^\"]*\")')
+_kwargs_regex = re.compile(r'(\w+)\s*=\s*([^\"\s]+|\"[^\"]*\")')
+
+
+def _convert_value(val):
+    val_ = val.lower()
+    if val_ == "false":
+        return False
+    if val_ == "true":
+        return True
+    if val_ in ("null", "none"):
+        return None
+    try:
+        return ast.literal_eval(val)
+    except Exception:  # noqa: BLE001 -- 1.0 keeps the raw token on any failure
+        return val
+
+
+def _terminal_request(service, attribute, args, kwargs):
+    return {"service": service, "attribute": attribute, "args": args, "kwargs": kwargs,
+            "uid": "", "error": False}
+
+
+def parse_terminal_input(line):
+    """Parse a line of terminal text into a request or identity dict, or None."""
+    line = line.strip()
+    lower = line.lower()
+    if lower == "identity":
+        return _terminal_request("Manager", "identity", [], {})
+    if lower.startswith("client"):
+        values = line.split()
+        name = "Client" if len(values) == 1 else " ".join(values[1:])
+        return {"type": "client", "name": name.replace('"', ""), "language": "unknown",
+                "os": "unknown", "error": False}
+    if lower in (DISCONNECT_REQUEST, "disconnect", "exit"):
+        return _terminal_request("self", DISCONNECT_REQUEST, [], {})
+    if lower.startswith("link"):
+        return _terminal_request("Manager", "link", [line[4:].strip().replace('"', "")], {})
+
+    line = line.replace("'", '"')
+    if line.startswith('"'):
+        parts = line.split('"', maxsplit=2)
+        items = [item.strip() for item in parts if item.strip()]
+        if len(items) > 1:
+            items = [items[0]] + items[1].split(None, maxsplit=1)
+    else:
+        items = line.split(None, maxsplit=2)
+    if len(items) < 2:
+        return None
+
+    service = items[0].replace('"', "")
+    attribute = items[1].replace('"', "")
+    if len(items) == 2:
+        return _terminal_request(service, attribute, [], {})
+
+    rest = items[2]
+    args = [_convert_value(m.group(1)) for m in _args_regex.finditer(rest)]
+    kwargs = {}
+    for i, m in enumerate(_kwargs_regex.finditer(rest)):
+        key, value = m.groups()
+        if i == 0:
+            args = [_convert_value(a.group(1)) for a in _args_regex.finditer(rest.split(key)[0])]
+        kwargs[key] = _convert_value(value)
+    return _terminal_request(service, attribute, args, kwargs)

@@ -1,0 +1,286 @@
+"""Who is connected, who is linked with whom, who holds a lock, which requests are in flight.
+
+This module performs no I/O and imports neither gevent nor sockets. Every method runs to
+completion without blocking, so under gevent each call is atomic and needs no lock
+(STYLE.md rule 2). A method either returns what the caller must deliver or raises
+:class:`Refused`, whose ``message`` is the 1.0 error text the peer expects (reference 1.11).
+
+Peers are registered with an opaque ``handle`` (the Manager's session object); the registry
+hands handles back as destinations and never calls them.
+"""
+from netmgr.protocol import error, error_text
+
+
+class Refused(Exception):
+    """A request the registry refuses; ``message`` is the wire text, e.g. ``PermissionError: …``."""
+
+    def __init__(self, kind, text):
+        super().__init__(text)
+        self.kind = kind
+        self.text = text
+
+    @property
+    def message(self):
+        return error_text(self.kind, self.text)
+
+
+class Client:
+    __slots__ = ("name", "handle", "links", "sent_to")
+
+    def __init__(self, name, handle):
+        self.name = name  # network name, "Name[host:port]"
+        self.handle = handle
+        self.links = set()  # Service records this client is linked with
+        self.sent_to = set()  # Service records holding requests of this client in flight
+
+
+class Service:
+    __slots__ = ("name", "network_name", "handle", "max_clients", "links", "locks", "inflight")
+
+    def __init__(self, name, network_name, handle, max_clients):
+        self.name = name
+        self.network_name = network_name
+        self.handle = handle
+        self.max_clients = max_clients
+        self.links = set()  # Client records
+        self.locks = set()  # Client records, a subset of links
+        # requests forwarded and not yet answered: {requester network name: {uid: count}}.
+        # A count, because terminal users send every request with uid "".
+        self.inflight = {}
+
+
+def _names(peers):
+    return "\n  ".join(sorted(p.name for p in peers))
+
+
+def _bad_name(name):
+    return any(c in name for c in "[]\r\n")
+
+
+def check_identity(identity):
+    """Validate an identity reply (reference 1.3, identity step) and return ``(kind, fields)``.
+
+    ``fields`` holds the known keys only (1.0 drops any extra identity keys). Raises
+    :class:`Refused` with 1.0's texts, plus netmgr's checks: names with ``[``, ``]`` or line
+    breaks, a Service named ``Manager`` and a non-integer ``max_clients`` are refused
+    (reference 6.11 and 6.21).
+    """
+    if not isinstance(identity, dict):
+        raise Refused("TypeError", "the identity must be a JSON object")
+    if "name" not in identity:
+        raise Refused("KeyError", "name")
+    if "type" not in identity:
+        raise Refused("KeyError", "type")
+    name, kind = identity["name"], identity["type"]
+    if not isinstance(kind, str):
+        raise Refused("TypeError", "the identity 'type' must be a string")
+    kind = kind.lower()
+    if kind not in ("client", "service"):
+        raise Refused("TypeError", f'Unknown connection type {kind!r}. Must be "client" or "service"')
+    if not isinstance(name, str) or not name or _bad_name(name):
+        raise Refused("ValueError", f"invalid {kind} name {name!r}: it must be a non-empty string "
+                                    "without '[', ']' or line breaks")
+    language = identity.get("language", "unknown")
+    os_name = identity.get("os", "unknown")
+    if kind == "client":
+        return kind, {"name": name, "language": language, "os": os_name}
+    if name == "Manager":
+        raise Refused("ValueError", "a Service cannot be named 'Manager'")
+    if "attributes" not in identity:
+        raise Refused("KeyError", "attributes")
+    attributes = identity["attributes"]
+    if not isinstance(attributes, dict):
+        raise Refused("TypeError", "the Service 'attributes' must be a JSON object")
+    max_clients = identity.get("max_clients", -1)
+    if max_clients is None:
+        max_clients = -1
+    if isinstance(max_clients, bool) or not isinstance(max_clients, int):
+        raise Refused("TypeError", f"max_clients must be an integer, not {max_clients!r}")
+    return kind, {"name": name, "attributes": attributes, "language": language, "os": os_name,
+                  "max_clients": max_clients if max_clients > 0 else -1}
+
+
+class Registry:
+    """The Manager's state. ``clients``/``services`` are the live dicts of the identity reply."""
+
+    def __init__(self, manager_name):
+        self.manager_name = manager_name
+        self._clients = {}  # network name -> Client
+        self._services = {}  # service name -> Service
+        # the identity entries, shaped exactly as reference 1.5 (tests count printed lines)
+        self.clients = {}
+        self.services = {}
+
+    # ---------------------------------------------------------------- registration
+    def add(self, handle, network_name, address, kind, fields):
+        """Register a peer whose identity :func:`check_identity` accepted; return its record."""
+        if kind == "client":
+            if network_name in self._clients:
+                raise Refused("NameError", f"{network_name} is already connected to the Manager")
+            record = Client(network_name, handle)
+            self._clients[network_name] = record
+            self.clients[network_name] = {"name": fields["name"], "address": address,
+                                          "language": fields["language"], "os": fields["os"]}
+            return record
+        name = fields["name"]
+        if name in self._services:
+            raise Refused("NameError", f"A {name!r} service is already running on the Manager")
+        record = Service(name, network_name, handle, fields["max_clients"])
+        self._services[name] = record
+        self.services[name] = {"attributes": fields["attributes"], "address": address,
+                               "language": fields["language"], "os": fields["os"],
+                               "max_clients": fields["max_clients"]}
+        return record
+
+    def remove(self, record):
+        """Forget a peer and release its links, locks and in-flight requests.
+
+        Returns ``[(handle, message), …]``: for a Service, an error reply to every request still
+        in flight to it (reference 6.14), each with its requester and uid.
+        """
+        if isinstance(record, Client):
+            if self._clients.get(record.name) is record:
+                del self._clients[record.name]
+                del self.clients[record.name]
+            for service in record.links:
+                service.links.discard(record)
+                service.locks.discard(record)
+            for service in record.sent_to:
+                service.inflight.pop(record.name, None)
+            record.links.clear()
+            record.sent_to.clear()
+            return []
+
+        if self._services.get(record.name) is not record:
+            return []
+        del self._services[record.name]
+        del self.services[record.name]
+        text = error_text("ConnectionError", f"the {record.name!r} Service disconnected before "
+                                             "replying to this request")
+        effects = []
+        for requester, uids in record.inflight.items():
+            client = self._clients.get(requester)
+            if client is None:
+                continue
+            client.sent_to.discard(record)
+            for uid, count in uids.items():
+                effects.extend([(client.handle, error(text, requester, uid))] * count)
+        for client in record.links:
+            client.links.discard(record)
+        record.inflight.clear()
+        record.links.clear()
+        record.locks.clear()
+        return effects
+
+    def service(self, name):
+        return self._services.get(name)
+
+    def client(self, network_name):
+        return self._clients.get(network_name)
+
+    # ---------------------------------------------------------------- links and locks (1.11)
+    def link(self, client, name):
+        """Link ``client`` with Service ``name``; return the Service's identity entry."""
+        service = self._services.get(name)
+        if service is None:
+            raise Refused("KeyError", f"the {name!r} service does not exist, cannot link with {client.name}")
+        self._link(client, service)
+        return self.services[name]
+
+    def _link(self, client, service):
+        if client in service.links:
+            return  # a re-link always succeeds, even while locked or full
+        if service.locks:
+            raise Refused("PermissionError", f"{service.name!r} service is locked")
+        if service.max_clients > 0 and len(service.links) >= service.max_clients:
+            raise Refused("PermissionError",
+                          f"The maximum number of Clients are already linked with {service.name!r}\n"
+                          f"The linked Clients are:\n  {_names(service.links)}")
+        service.links.add(client)
+        client.links.add(service)
+
+    def unlink(self, client, name):
+        service = self._services.get(name)
+        if service is None:
+            return True  # 1.0: unlinking from a Service that has gone is a success
+        if client not in service.links:
+            raise Refused("KeyError", f"cannot unlink {client.name}, it was not linked with {name!r}")
+        service.links.discard(client)
+        service.locks.discard(client)
+        client.links.discard(service)
+        return True
+
+    def acquire_lock(self, client, name, shared):
+        service = self._services.get(name)
+        if service is None:
+            raise Refused("KeyError", f"{name!r} service does not exist, {client.name} cannot acquire a lock")
+        if client not in service.links:
+            raise Refused("PermissionError", f"{client.name} cannot acquire a lock because it is not "
+                                             f"linked with the {name!r} service")
+        if not shared and len(service.links) > 1:
+            raise Refused("PermissionError",
+                          f"{client.name} cannot acquire an exclusive lock, there are "
+                          f"{len(service.links)} links with the {name!r} service\n"
+                          f"The linked Clients are:\n  {_names(service.links)}")
+        service.locks.add(client)
+        return [c.name for c in service.links]
+
+    def release_lock(self, client, name):
+        service = self._services.get(name)
+        if service is None:
+            raise Refused("KeyError", f"{name!r} service does not exist, {client.name} cannot release the lock")
+        service.locks.discard(client)
+        return [c.name for c in service.locks]
+
+    # ---------------------------------------------------------------- routing (1.8, 1.9)
+    def route_request(self, client, name, uid):
+        """Return the Service a request of ``client`` goes to, recording it as in flight.
+
+        A Client that is not linked is linked implicitly under the checks of :meth:`link`, so a
+        locked or full Service cannot be reached around them (reference 6.1).
+        """
+        service = self._services.get(name)
+        if service is None:
+            raise Refused("KeyError", f"the {name!r} Service is not connected to {self.manager_name}")
+        if client not in service.links:
+            self._link(client, service)
+        uids = service.inflight.get(client.name)
+        if uids is None:
+            uids = service.inflight[client.name] = {}
+            client.sent_to.add(service)
+        uids[uid] = uids.get(uid, 0) + 1
+        return service
+
+    def route_reply(self, service, requester, uid):
+        """Return the Client a reply goes to, or None when no such request is in flight.
+
+        Only the Service a request was forwarded to can answer it, once (reference 6.2).
+        """
+        uids = service.inflight.get(requester)
+        if uids is None:
+            return None
+        count = uids.get(uid)
+        if count is None:
+            return None
+        if count > 1:
+            uids[uid] = count - 1
+        else:
+            del uids[uid]
+            if not uids:
+                del service.inflight[requester]
+                client = self._clients.get(requester)
+                if client is not None:
+                    client.sent_to.discard(service)
+        return self._clients.get(requester)
+
+    @staticmethod
+    def subscribers(service):
+        """The Clients a notification of ``service`` goes to: those linked with it."""
+        return service.links
+
+    def identity(self, hostname, port, language, os_name):
+        """The Manager's identity (reference 1.5): exactly these seven keys."""
+        return {"hostname": hostname, "port": port,
+                "attributes": {"identity": "() -> dict", "link": "(service: str) -> bool"},
+                "language": language, "os": os_name,
+                "clients": self.clients, "services": self.services}
