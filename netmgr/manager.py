@@ -23,7 +23,8 @@ from gevent.server import StreamServer
 
 from netmgr import log, protocol
 from netmgr.protocol import (CRLF, DISCONNECT_REQUEST, NOTIFICATION_UID, REPLY_KEYS, LineReader,
-                             ProtocolError, dumps, encode_str, error_text, loads)
+                             ProtocolError, dumps, encode_str, error_text, loads,
+                             loads_exact)
 from netmgr.registry import Client, Refused, Registry, Service, check_identity
 
 logger = log.get_logger("netmgr.manager")
@@ -367,6 +368,8 @@ class Session:
             body = line.rstrip()
             target.handle.send(b"".join((body[:-1], b',"requester":', self.name_json, b"}\r\n")))
             return
+        if line is not None:
+            data = loads_exact(line)  # re-serialised: keep big integers exact
         data["requester"] = self.name
         try:
             out = dumps(data)
@@ -392,8 +395,8 @@ class Session:
             if data.get("service") == record.name and data.keys() <= _NOTIFICATION_KEYS:
                 out = line + CRLF
             else:  # the Manager, not the message, says who emitted it (reference 6.3)
-                out = dumps({"error": False, "result": data.get("result"), "service": record.name,
-                             "uid": NOTIFICATION_UID})
+                out = dumps({"error": False, "result": loads_exact(line).get("result"),
+                             "service": record.name, "uid": NOTIFICATION_UID})
             for client in clients:
                 client.handle.send(out)
             return
@@ -405,7 +408,10 @@ class Session:
         if client is None:
             self.log.info("reply_dropped", reason="not in flight", requester=requester, uid=uid)
             return
-        client.handle.send(line + CRLF if _is_canonical_reply(data) else dumps(_rebuild_reply(data)))
+        if _is_canonical_reply(data):
+            client.handle.send(line + CRLF)
+        else:
+            client.handle.send(dumps(_rebuild_reply(loads_exact(line))))
 
 
 _NOTIFICATION_KEYS = frozenset(("error", "result", "service", "uid"))

@@ -102,31 +102,44 @@ class LineReader:
 # --------------------------------------------------------------------------------------------
 # JSON
 
-# orjson does not refuse integers beyond 64 bits: it silently returns a float (ijl/orjson#308).
-# They need 19+ digits, so a line with no run of 19 digits is safe for orjson (one C pass).
-_DIGIT_MAP = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))  # digit -> "0", other -> " "
-_LONG_DIGIT_RUN = b"0" * 19
-_long_digit_run = re.compile(r"[0-9]{19}").search
-
-
-def _may_hold_big_int(line):
-    if isinstance(line, str):
-        return _long_digit_run(line) is not None
-    return _LONG_DIGIT_RUN in bytes(line).translate(_DIGIT_MAP)
-
-
 def loads(line):
-    """Decode one line. orjson first; the stdlib parser accepts what 1.0's default backend
-    may emit and orjson refuses (``NaN``, ``Infinity``) or would turn into a float (integers
-    beyond 64 bits)."""
-    if not _may_hold_big_int(line):
-        try:
-            return orjson.loads(line)
-        except orjson.JSONDecodeError:
-            pass
+    """Decode one line on the hot path: orjson, or the stdlib parser for what 1.0's default
+    backend may emit and orjson refuses (``NaN``, ``Infinity``).
+
+    orjson returns a float for an integer beyond 64 bits (ijl/orjson#308). The Manager reads
+    only the envelope (strings) of what it forwards raw, so that cannot matter there; a path
+    that re-serialises a peer's values uses :func:`loads_exact`.
+    """
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        if isinstance(line, (bytes, bytearray, memoryview)):
+            line = bytes(line).decode("utf-8")  # UnicodeDecodeError is the caller's to handle
+        return json.loads(line)
+
+
+def loads_exact(line):
+    """Decode with the stdlib parser: exact big integers, NaN and Infinity kept."""
     if isinstance(line, (bytes, bytearray, memoryview)):
-        line = bytes(line).decode("utf-8")  # UnicodeDecodeError is the caller's to handle
+        line = bytes(line).decode("utf-8")
     return json.loads(line)
+
+
+def _has_nonfinite(obj):
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if type(item) is float:
+            if item != item or item in (_INF, -_INF):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
+
+_INF = float("inf")
 
 
 def dumps(obj):
@@ -136,8 +149,8 @@ def dumps(obj):
     """
     try:
         line = orjson.dumps(obj)
-        # orjson writes NaN/Infinity as null without raising; only a line with null may hold one
-        if b"null" not in line:
+        # orjson writes NaN/Infinity as null without raising: only a line with null can hide one
+        if b"null" not in line or not _has_nonfinite(obj):
             return line + CRLF
     except TypeError:
         pass
