@@ -53,7 +53,7 @@ def cli():
 def start(port, host, disable_tls, auth_password, log_level, log_file, max_connections,
           handshake_timeout, max_line_size, max_queue_size):
     """Start the Network Manager."""
-    from netmgr import manager
+    from netmgr import auth, manager
 
     try:
         level = log.parse_level(log_level)
@@ -63,11 +63,11 @@ def start(port, host, disable_tls, auth_password, log_level, log_file, max_conne
         raise UsageError("TLS is not available in this version of netmgr yet: start it with "
                          "--disable-tls to serve plaintext TCP")
     log.configure(level, log_file)
-    auth = manager.NoAuth()
+    mode = auth.NoAuth()
     if auth_password is not None:
-        auth = manager.PasswordAuth(secret_value(auth_password))
+        mode = auth.PasswordAuth(secret_value(auth_password))
     settings = manager.Settings(
-        host=host, port=port, auth=auth, max_connections=max_connections,
+        host=host, port=port, auth=mode, max_connections=max_connections,
         handshake_timeout=handshake_timeout, line_limit=max_line_size,
         queue_limit=max_queue_size)
     try:

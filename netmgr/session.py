@@ -1,0 +1,367 @@
+"""One connected peer: handshake, read loop, bounded writer queue, cleanup.
+
+A session has one reader greenlet (the handler the server spawns from its pool) and one writer
+greenlet fed by a bounded queue: ``send()`` only enqueues, so a peer that stops reading never
+delays anyone else (reference 6.16). All complete lines of a received chunk are dispatched
+before the reader blocks again, which lets the writers flush each destination's messages in one
+``sendall``. Whatever ends a session, ``finally`` releases its links, locks and in-flight
+requests (STYLE.md rule 7).
+"""
+import collections
+import json
+
+import gevent
+from gevent.event import Event
+
+from netmgr import log, protocol
+from netmgr.protocol import (CRLF, DISCONNECT_REQUEST, NOTIFICATION_UID, REPLY_KEYS, LineReader,
+                             ProtocolError, dumps, encode_str, error_text, loads,
+                             loads_exact)
+from netmgr.registry import Client, Refused, Service, check_identity
+
+logger = log.get_logger("netmgr.session")
+
+#: Lines at least this long are parsed in the hub's threadpool (STYLE.md rule 4).
+THREADPOOL_PARSE_BYTES = 1 << 20
+
+
+class HandshakeFailed(Exception):
+    pass
+
+
+class Session:
+    """One connected peer: handshake, read loop, writer queue, cleanup."""
+
+    def __init__(self, manager, sock, address):
+        self.manager = manager
+        self.sock = sock
+        self.ip, self.port = address[0], address[1]
+        self.address = None  # "host:port" as 1.0 names peers (reference 1.4)
+        self.name = None  # network name, "Name[host:port]"
+        self.name_json = None
+        self.record = None  # registry.Client or registry.Service once identified
+        self.is_admin = False
+        self.closed = False
+        self.log = logger.bind(peer=f"{self.ip}:{self.port}")
+        self._reader = LineReader(manager.settings.handshake_line_limit)
+        self._lines = collections.deque()
+        self._eof = False
+        self._out = collections.deque()
+        self._queued = 0
+        self._wake = Event()
+        self._writer = None
+        self._greenlet = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def run(self):
+        self._greenlet = gevent.getcurrent()
+        self._writer = gevent.spawn(self._write_loop)
+        settings = self.manager.settings
+        flush = False
+        try:
+            try:
+                with gevent.Timeout(settings.handshake_timeout, HandshakeFailed("handshake timed out")):
+                    identified = self._handshake()
+            except HandshakeFailed as exc:
+                self.log.info("handshake_failed", reason=str(exc))
+                identified = False
+            flush = True  # a rejection error must reach the peer before the close
+            if identified:
+                self._reader.limit = settings.line_limit
+                self._read_loop()
+        except ProtocolError as exc:
+            self.log.info("peer_disconnected", reason=str(exc))
+            flush = False
+        except (OSError, gevent.GreenletExit):
+            flush = False
+        finally:
+            self._cleanup(flush)
+
+    def _cleanup(self, flush):
+        self.closed = True
+        if self.record is not None:
+            for session, message in self.manager.registry.remove(self.record):
+                session.send(dumps(message))
+        if flush and self._out:
+            self._wake.set()
+            self._writer.join(timeout=self.manager.settings.stop_timeout)
+        self._writer.kill(block=False)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.log.info("disconnected", name=self.name)
+
+    def abort(self, reason):
+        """Drop this peer from any greenlet: its reader unwinds through ``finally``."""
+        if self.closed:
+            return
+        self.closed = True
+        self.log.info("peer_dropped", reason=reason, name=self.name)
+        if self._greenlet is not None and self._greenlet is not gevent.getcurrent():
+            self._greenlet.kill(block=False)
+
+    # ------------------------------------------------------------------ output
+    def send(self, data):
+        """Queue ``data`` for this peer; never blocks. Overflow drops the peer (6.16)."""
+        if self.closed:
+            return
+        queued = self._queued + len(data)
+        if self._out and queued > self.manager.settings.queue_limit:
+            self.abort("outbound queue overflow")
+            return
+        self._queued = queued
+        self._out.append(data)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _write_loop(self):
+        out, wake, sendall = self._out, self._wake, self.sock.sendall
+        try:
+            while True:
+                wake.wait()
+                wake.clear()
+                while out:
+                    if len(out) == 1:
+                        data = out.popleft()
+                    else:
+                        data = b"".join(out)
+                        out.clear()
+                    self._queued -= len(data)
+                    sendall(data)
+        except OSError as exc:
+            self.abort(f"write failed: {exc}")
+
+    def reply(self, value, uid):
+        self.send(dumps(protocol.result(value, self.name, uid)))
+
+    def reply_error(self, message, uid):
+        self.send(dumps(protocol.error(message, self.name, uid)))
+
+    # ------------------------------------------------------------------ input
+    def _recv_lines(self):
+        """Block until at least one line (or EOF) is buffered; False at EOF."""
+        while not self._lines:
+            if self._eof:
+                return False
+            data = self.sock.recv(65536)
+            if not data:
+                self._eof = True
+                tail = self._reader.close()
+                if tail:
+                    self._lines.append(tail)
+                continue
+            self._lines.extend(self._reader.feed(data))
+        return True
+
+    def _read_loop(self):
+        lines, feed, recv, dispatch = self._lines, self._reader.feed, self.sock.recv, self._dispatch
+        size = 65536
+        while not self.closed:
+            while lines:
+                if dispatch(lines.popleft()) is False or self.closed:
+                    return
+            data = recv(size)
+            if not data:
+                tail = self._reader.close()
+                if tail:
+                    dispatch(tail)
+                return
+            if len(data) == size and size < 1 << 20:
+                size <<= 1  # a large message is arriving: read bigger chunks
+            lines.extend(feed(data))
+
+    # ------------------------------------------------------------------ handshake (1.3)
+    def _handshake(self):
+        self.address = self.manager.peer_address(self.ip, self.port)
+        self.name = f"<Unknown>[{self.address}]"
+        self.log = self.log.bind(address=self.address)
+        self.log.info("new_connection")
+        if not self.manager.settings.auth.authenticate(self):
+            return False
+        value = self.ask("identity")
+        if value is None:
+            return False
+        identity = protocol.parse_terminal_input(value) if isinstance(value, str) else value
+        try:
+            if identity is None:  # 1.0's words for text that is not ``client [name]``
+                raise Refused("TypeError", "'NoneType' object is not subscriptable")
+            kind, fields = check_identity(identity)
+            name = f"{fields['name']}[{self.address}]"
+            record = self.manager.registry.add(self, name, self.address, kind, fields)
+        except Refused as exc:
+            self.log.info("identity_rejected", reason=exc.message)
+            self.reject(exc.message)
+            return False
+        self.record, self.name, self.name_json = record, name, encode_str(name)
+        self.log = self.log.bind(name=name)
+        self.log.info(f"connected_as_{kind}")
+        return True  # 1.0 never acknowledges the identity (reference 1.3)
+
+    def ask(self, attribute, *args):
+        """Send a handshake request and return the reply (reference 1.3, get_handshake_data).
+
+        JSON with a ``result`` gives that value; anything else gives the stripped text, so a
+        terminal user can type the answer. None when the peer closed or sent invalid UTF-8.
+        """
+        self.send(dumps(protocol.request(attribute, args, self.manager.name)))
+        if not self._recv_lines():
+            return None
+        line = self._lines.popleft()
+        try:
+            text = line.decode("utf-8").rstrip()
+        except UnicodeDecodeError:
+            return None
+        try:
+            data = loads(text)
+        except ValueError:
+            return text
+        if isinstance(data, dict) and "result" in data:
+            return data["result"]
+        return text
+
+    def reject(self, message):
+        """A handshake error from the Manager; the caller then closes the connection."""
+        self.send(dumps(protocol.error(message, self.manager.name, "")))
+
+    # ------------------------------------------------------------------ dispatch (1.6)
+    def _dispatch(self, line):
+        """Handle one line from an identified peer. False ends the session."""
+        try:
+            if len(line) >= THREADPOOL_PARSE_BYTES:
+                data = gevent.get_hub().threadpool.apply(loads, (line,))
+            else:
+                data = loads(line)
+            raw = True
+        except ValueError:
+            data = self._terminal(line)
+            if data is None:
+                return True
+            raw = False
+        if type(data) is not dict:
+            self.reply_error(error_text("TypeError", "a message must be a JSON object"), "")
+            return True
+        if "result" in data:
+            self._from_service(line, data)
+            return True
+        uid = data.get("uid", "")
+        service = data.get("service")
+        attribute = data.get("attribute")
+        if type(uid) is not str:
+            self.reply_error(error_text("TypeError", "'uid' must be a string"), "")
+            return True
+        if type(service) is not str or type(attribute) is not str:
+            missing = "service" if type(service) is not str else "attribute"
+            self.reply_error(error_text("KeyError", missing), uid)
+            return True
+        if service == "Manager":
+            self.manager.manager_request(self, data, attribute, uid)
+            return True
+        if attribute == DISCONNECT_REQUEST:
+            return False
+        self._forward(line if raw else None, data, service, uid)
+        return True
+
+    def _terminal(self, line):
+        """Terminal text (reference 1.13), or an error reply and None."""
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self.reply_error(error_text("UnicodeDecodeError", str(exc)), "")
+            return None
+        data = protocol.parse_terminal_input(text)
+        if data is None or "type" in data:
+            # 1.0 answers with the JSON decoder's words (and crashed on a stray ``client`` line)
+            try:
+                json.loads(text)
+                message = error_text("TypeError", "a message must be a JSON object")
+            except ValueError as exc:
+                message = f"JSONDecodeError: {exc}"
+            self.reply_error(message, "")
+            return None
+        return data
+
+    def _forward(self, line, data, service_name, uid):
+        """A request for a Service (reference 1.8), with ``requester`` set to the sender."""
+        record = self.record
+        if type(record) is not Client:
+            self.reply_error(error_text("PermissionError", "a Service cannot send requests to "
+                                                           "another Service"), uid)
+            return
+        if uid == NOTIFICATION_UID:
+            self.reply_error(error_text("ValueError", f"a request uid cannot be {uid!r}"), uid)
+            return
+        try:
+            target = self.manager.registry.route_request(record, service_name, uid)
+        except Refused as exc:
+            self.reply_error(exc.message, uid)
+            return
+        if line is not None and "requester" not in data:
+            # splice the requester into the received text: no re-serialisation of the payload
+            body = line.rstrip()
+            target.handle.send(b"".join((body[:-1], b',"requester":', self.name_json, b"}\r\n")))
+            return
+        if line is not None:
+            data = loads_exact(line)  # re-serialised: keep big integers exact
+        data["requester"] = self.name
+        try:
+            out = dumps(data)
+        except TypeError as exc:  # e.g. a terminal ``3+4j`` or ``{1,2}``
+            self.manager.registry.route_reply(target, self.name, uid)
+            self.reply_error(error_text("TypeError", str(exc)), uid)
+            return
+        target.handle.send(out)
+
+    def _from_service(self, line, data):
+        """A reply or notification (reference 1.9): only from a Service, only for its own."""
+        record = self.record
+        uid = data.get("uid")
+        if type(record) is not Service:
+            self.reply_error(error_text("PermissionError", "a Client cannot send replies or "
+                                                           "notifications"),
+                             uid if type(uid) is str else "")
+            return
+        if uid == NOTIFICATION_UID:
+            clients = record.links
+            if not clients:
+                return
+            if data.get("service") == record.name and data.keys() <= _NOTIFICATION_KEYS:
+                out = line + CRLF
+            else:  # the Manager, not the message, says who emitted it (reference 6.3)
+                out = dumps({"error": False, "result": loads_exact(line).get("result"),
+                             "service": record.name, "uid": NOTIFICATION_UID})
+            for client in clients:
+                client.handle.send(out)
+            return
+        requester = data.get("requester")
+        if type(requester) is not str or type(uid) is not str:
+            self.log.info("reply_dropped", reason="no requester or uid")
+            return
+        client = self.manager.registry.route_reply(record, requester, uid)
+        if client is None:
+            self.log.info("reply_dropped", reason="not in flight", requester=requester, uid=uid)
+            return
+        if _is_canonical_reply(data):
+            client.handle.send(line + CRLF)
+        else:
+            client.handle.send(dumps(_rebuild_reply(loads_exact(line))))
+
+
+_NOTIFICATION_KEYS = frozenset(("error", "result", "service", "uid"))
+
+
+def _is_canonical_reply(data):
+    if not data.keys() <= REPLY_KEYS:
+        return False
+    err = data.get("error", False)
+    if err is False:
+        return True
+    return err is True and type(data.get("message")) is str and type(data.get("traceback", [])) is list
+
+
+def _rebuild_reply(data):
+    if data.get("error"):
+        message = data.get("message")
+        return protocol.error(message if type(message) is str else "RuntimeError: the Service "
+                              "sent an error without a message", data["requester"], data["uid"])
+    return protocol.result(data.get("result"), data["requester"], data["uid"])
