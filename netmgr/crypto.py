@@ -1,0 +1,423 @@
+"""Private keys, self-signed certificates, the ``certdump`` text and the server's TLS context.
+
+Contract: plain blocking functions on files; no gevent, no network connections, no logging, no
+state that changes (the only outside look-ups are the hostname, ``ip -o addr`` and DNS, for the
+subjectAltName). Generating keys is CPU-bound, so the Manager calls these before it starts
+serving (or through the hub threadpool, STYLE.md rule 4). Files written here are byte-for-byte
+what MSL-Network 1.0 reads (PEM, ``TraditionalOpenSSL`` keys), and :func:`dump_certificate`
+prints what 1.0's ``certdump`` prints (reference §3, §4).
+
+Deliberate differences from 1.0 (reference §6.1 item 10):
+
+* private keys are written with mode 0600 (1.0 used the umask, typically 0644);
+* ``notBefore`` is back-dated by one day so peers with a slow clock accept a fresh certificate;
+  ``notAfter`` is 1.0's arithmetic applied to that ``notBefore`` (same date + ``int(years)``
+  years + ``int(fraction * 365)`` days), so "100 years" still reads as exactly 100 years;
+* the default extensions are a critical ``BasicConstraints(ca=False)`` and a
+  ``SubjectAlternativeName`` that also holds ``::1``, the global IPv6 addresses and the
+  ``hostname`` argument (``netmgr start -H H`` certificates cover ``H``). The certificate is
+  still its own trust anchor: clients load it with ``cafile=`` (1.0's trust on first use) and a
+  chain of length one needs no CA bit. ``ca=False`` stops a client that saved this certificate
+  from also trusting any other certificate signed with the server's key, which ``ca=True`` would;
+* ``extensions=None`` means the defaults above and ``extensions=[]`` means none at all (1.0
+  added its SAN only when the Common Name was this computer's hostname);
+* :func:`dump_certificate` lists every extension; 1.0 printed only the last one, so the texts are
+  identical for certificates with at most one extension (every certificate 1.0 generates).
+"""
+import datetime
+import inspect
+import ipaddress
+import math
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+KEY_MODE = 0o600
+CLOCK_SKEW = datetime.timedelta(days=1)
+
+# 1.0 listed the curves of the private ``ec._CURVE_TYPES``; the public classes plus OpenSSL's two
+# aliases give the same names without touching private cryptography state.
+_CURVES = {cls.name.upper(): cls for cls in vars(ec).values()
+           if inspect.isclass(cls) and issubclass(cls, ec.EllipticCurve) and cls is not ec.EllipticCurve}
+_CURVES.update(PRIME192V1=ec.SECP192R1, PRIME256V1=ec.SECP256R1)
+
+# Same names and order (``dir`` is sorted) as 1.0's ``hash_map``.
+_HASHES = {name.upper(): obj for name, obj in ((n, getattr(hashes, n)) for n in dir(hashes))
+           if not name.startswith("_") and inspect.isclass(obj)
+           and issubclass(obj, hashes.HashAlgorithm) and obj is not hashes.HashAlgorithm}
+
+# The BLAKE2 classes take a digest size; cryptography only supports their full sizes.
+_DIGEST_SIZES = {"BLAKE2B": 64, "BLAKE2S": 32}
+
+_IP_ADDR = re.compile(r"\binet6?\s+([0-9A-Fa-f.:]+)/")
+_HEX_FIELDS = {"Key", "Modulus", "Y", "P", "Q", "G"}  # shown as colon-hex blocks, as in 1.0
+_OID = re.compile(r"oid=(.+), name=(.+)\)")  # 1.0's ``_oid_regex``, applied to repr(ObjectIdentifier)
+
+
+# ---------------------------------------------------------------------------------------- keys
+
+def generate_key(path, algorithm="rsa", password=None, size=2048, curve="secp384r1"):
+    """Write a new private key (PEM, ``TraditionalOpenSSL``) to `path` with mode 0600; return `path`.
+
+    `algorithm` is ``rsa`` (exponent 65537), ``dsa`` or ``ecc`` (any case); `size` is used by RSA
+    and DSA, `curve` (any case) by ECC. A `password` encrypts the key (``BestAvailableEncryption``).
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"The key size must be a positive integer, got {size!r}")
+    key = _new_key(algorithm.upper(), size, curve)
+    if password is None:
+        encryption = serialization.NoEncryption()
+    else:
+        encryption = serialization.BestAvailableEncryption(_to_bytes(password))
+    data = key.private_bytes(serialization.Encoding.PEM,
+                             serialization.PrivateFormat.TraditionalOpenSSL, encryption)
+    _write_private(path, data)
+    return path
+
+
+def _new_key(algorithm, size, curve):
+    if algorithm == "RSA":
+        return rsa.generate_private_key(65537, size)
+    if algorithm == "DSA":
+        return dsa.generate_private_key(size)
+    if algorithm == "ECC":
+        return ec.generate_private_key(_curve(curve)())
+    raise ValueError(f"The encryption algorithm must be RSA, DSA or ECC. Got {algorithm}")
+
+
+def _curve(name):
+    try:
+        return _CURVES[name.upper()]
+    except KeyError:
+        allowed = ", ".join(sorted(_CURVES))
+        raise ValueError(f"Invalid curve name {name.upper()!r}. Allowed curves are\n{allowed}") from None
+
+
+def _write_private(path, data):
+    """Write `data` to `path` readable by the owner only, even if `path` existed with a wider mode."""
+    _ensure_parent(path)
+    with os.fdopen(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, KEY_MODE), "wb") as f:
+        if hasattr(os, "fchmod"):  # os.open's mode only applies to a file it creates
+            os.fchmod(f.fileno(), KEY_MODE)
+        f.write(data)
+
+
+def load_key(path, password=None):
+    """Return the private key in the PEM file `path`; a wrong or missing password raises ValueError."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pw = None if password is None else _to_bytes(password)
+    try:
+        return serialization.load_pem_private_key(data, password=pw)
+    except TypeError as e:  # cryptography says "Password was not given but private key is encrypted"
+        raise ValueError(str(e)) from None
+
+
+def is_private_key_safe(path):
+    """Whether no one but the owner may read or write the key file `path` (no group/other mode bits)."""
+    return os.stat(path).st_mode & 0o077 == 0
+
+
+# -------------------------------------------------------------------------------- certificates
+
+def generate_certificate(path, key_path, key_password=None, algorithm="SHA256", years_valid=100,
+                         name=None, extensions=None, hostname=None):
+    """Write a self-signed X.509 v3 certificate (PEM) to `path`, signed by the key at `key_path`.
+
+    If `key_path` does not exist an RSA-2048 key is created there first (encrypted with
+    `key_password` if given), as 1.0 does. `algorithm` is the name (any case) of a
+    ``cryptography`` hash class or a ``HashAlgorithm``. `name` defaults to 1.0's subject with
+    CN = `hostname` or this computer's hostname; `extensions` (``ExtensionType`` list, added
+    non-critical) defaults to the ones described in the module docstring. Returns `path`.
+    """
+    hash_algorithm = _hash(algorithm)
+    if not os.path.isfile(key_path):
+        generate_key(key_path, password=key_password)
+    key = load_key(key_path, key_password)
+    hostname = _usable_hostname(hostname)
+    if name is None:
+        name = default_name(hostname or socket.gethostname())
+    not_before, not_after = _validity(years_valid)
+    builder = (x509.CertificateBuilder()
+               .subject_name(name)
+               .issuer_name(name)  # self-signed: issuer == subject
+               .public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(not_before)
+               .not_valid_after(not_after))
+    if extensions is None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        builder = builder.add_extension(subject_alt_name(hostname), critical=False)
+    else:
+        for ext in extensions:
+            builder = builder.add_extension(ext, critical=False)
+    cert = builder.sign(key, hash_algorithm)
+    _ensure_parent(path)
+    with open(path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def default_name(common_name):
+    """1.0's subject (and issuer) name with the given Common Name."""
+    a = x509.NameAttribute
+    return x509.Name([
+        a(NameOID.COUNTRY_NAME, "NZ"),
+        a(NameOID.STATE_OR_PROVINCE_NAME, "Wellington"),
+        a(NameOID.LOCALITY_NAME, "Lower Hutt"),
+        a(NameOID.ORGANIZATION_NAME, "Measurement Standards Laboratory of New Zealand"),
+        a(NameOID.COMMON_NAME, common_name),
+        a(NameOID.EMAIL_ADDRESS, "info@measurement.govt.nz"),
+    ])
+
+
+def subject_alt_name(hostname=None):
+    """SAN for this computer: its hostname, localhost, 127.0.0.1, ::1, its addresses and `hostname`."""
+    wanted = [socket.gethostname(), "localhost", "127.0.0.1", "::1", *_local_addresses()]
+    if hostname:
+        wanted.append(hostname)
+    entries = []
+    for text in dict.fromkeys(wanted):  # de-duplicated, order kept (1.0 listed 127.0.0.1 twice)
+        try:
+            entry = x509.IPAddress(ipaddress.ip_address(text))
+        except ValueError:
+            entry = x509.DNSName(text)
+        if entry not in entries:
+            entries.append(entry)
+    return x509.SubjectAlternativeName(entries)
+
+
+def _usable_hostname(hostname):
+    """`hostname` without IPv6 brackets; None for a wildcard bind address, which no client dials."""
+    if not hostname:
+        return None
+    hostname = hostname.strip("[]")
+    try:
+        if ipaddress.ip_address(hostname).is_unspecified:
+            return None
+    except ValueError:
+        pass
+    return hostname
+
+
+def _local_addresses():
+    """Addresses of this computer's interfaces, from ``ip -o addr`` or else DNS for its hostname.
+
+    IPv6 link-local addresses are left out: they only mean something with a zone index.
+    """
+    texts = []
+    ip = shutil.which("ip")
+    if ip:
+        try:
+            out = subprocess.run([ip, "-o", "addr"], capture_output=True, text=True, timeout=5).stdout
+            texts = _IP_ADDR.findall(out)
+        except (OSError, subprocess.SubprocessError):
+            texts = []
+    if not texts:
+        try:
+            texts = [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)]
+        except OSError:
+            texts = []
+    found = []
+    for text in texts:
+        try:
+            address = ipaddress.ip_address(text.split("%")[0])
+        except ValueError:
+            continue
+        if not (address.version == 6 and address.is_link_local) and str(address) not in found:
+            found.append(str(address))
+    return found
+
+
+def _validity(years_valid):
+    """(notBefore, notAfter): back-dated start, then 1.0's years-and-days arithmetic from it."""
+    if isinstance(years_valid, bool) or not isinstance(years_valid, (int, float)) \
+            or not math.isfinite(years_valid) or years_valid <= 0:
+        raise ValueError(f"years_valid must be a finite positive number, got {years_valid!r}")
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    not_before = now - CLOCK_SKEW
+    years = int(years_valid)
+    days = int((years_valid - years) * 365)
+    try:
+        not_after = _add_years(not_before, years) + datetime.timedelta(days=days)
+    except (ValueError, OverflowError):
+        raise ValueError(f"years_valid={years_valid!r} ends after the year 9999") from None
+    if not_after <= now:
+        raise ValueError(f"years_valid={years_valid!r} gives a certificate that has already expired")
+    return not_before, not_after
+
+
+def _add_years(when, years):
+    try:
+        return when.replace(year=when.year + years)
+    except ValueError:  # 29 February in a year that is not a leap year (1.0 crashed here)
+        return when.replace(year=when.year + years, day=28)
+
+
+def _hash(algorithm):
+    """A ``HashAlgorithm`` instance from an instance or a class name (any case), with 1.0's errors."""
+    if isinstance(algorithm, hashes.HashAlgorithm):
+        return algorithm
+    if not isinstance(algorithm, str):
+        raise TypeError("The hash algorithm must be a string or HashAlgorithm instance")
+    name = algorithm.upper()
+    if name not in _HASHES:
+        allowed = ", ".join(_HASHES)
+        raise ValueError(f"Invalid hash algorithm {name!r}. Allowed algorithms are\n{allowed}")
+    if name in _DIGEST_SIZES:
+        return _HASHES[name](_DIGEST_SIZES[name])
+    try:
+        return _HASHES[name]()
+    except TypeError:  # SHAKE128/256 are extendable-output functions without a fixed size
+        raise ValueError(f"The hash algorithm {name!r} needs a digest size; "
+                         f"pass a hashes.{_HASHES[name].__name__}(size) instance") from None
+
+
+def load_certificate(cert):
+    """An ``x509.Certificate`` from a certificate, PEM bytes or the path of a PEM file."""
+    if isinstance(cert, x509.Certificate):
+        return cert
+    if isinstance(cert, bytes):
+        return x509.load_pem_x509_certificate(cert)
+    with open(cert, "rb") as f:
+        return x509.load_pem_x509_certificate(f.read())
+
+
+def fingerprint(cert, algorithm="SHA1"):
+    """The fingerprint of `cert` as 1.0 shows it: colon-separated lowercase hex (SHA-1 by default)."""
+    return _colon_hex(load_certificate(cert).fingerprint(_hash(algorithm)))
+
+
+# ----------------------------------------------------------------------------------------- dump
+
+def dump_certificate(cert):
+    """The text that 1.0's ``msl-network certdump`` prints for `cert` (certificate, PEM or path)."""
+    cert = load_certificate(cert)
+    lines = ["Version: " + cert.version.name, "Serial Number: " + _colon_hex(cert.serial_number)]
+    lines += ["Issuer:", *_name_lines(cert.issuer)]
+    lines += ["Validity:",
+              "  Not Before: " + cert.not_valid_before_utc.strftime("%d %B %Y %H:%M:%S GMT"),
+              "  Not After : " + cert.not_valid_after_utc.strftime("%d %B %Y %H:%M:%S GMT")]
+    lines += ["Subject:", *_name_lines(cert.subject)]
+    lines += ["Subject Public Key Info:", *_key_lines(cert.public_key())]
+    if cert.extensions:
+        lines.append("Extensions:")
+        for ext in cert.extensions:
+            oid, name = _oid(ext.oid)
+            value = str(ext.value).replace("<", "").replace(">", "")
+            lines += [f"  {value}:", f"    oid: {oid}", f"    name: {name}", f"    critical: {ext.critical}"]
+    oid, name = _oid(cert.signature_algorithm_oid)
+    lines += ["Signature Algorithm:", "  oid: " + oid, "  name: " + name, "  value:",
+              _justify(_colon_hex(cert.signature))]
+    lines += ["Fingerprint (SHA1):", fingerprint(cert)]
+    return "\n".join(lines)
+
+
+def _name_lines(name):
+    # 1.0 walks NameOID's attributes in definition order and shows the first value of each.
+    lines = []
+    for attr, oid in vars(NameOID).items():
+        if attr.startswith("_"):
+            continue
+        values = name.get_attributes_for_oid(oid)
+        if values:
+            title = attr.replace("_", " ").title().replace(" Or ", " or ")
+            lines.append(f"  {title}: {values[0].value}")
+    return lines
+
+
+def _key_lines(key):
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        point = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        fields = [("Encryption", "Elliptic Curve"), ("Curve", key.curve.name),
+                  ("Size", key.curve.key_size), ("Key", point)]
+    elif isinstance(key, rsa.RSAPublicKey):
+        numbers = key.public_numbers()
+        fields = [("Encryption", "RSA"), ("Exponent", numbers.e), ("Size", key.key_size),
+                  ("Modulus", numbers.n)]
+    elif isinstance(key, dsa.DSAPublicKey):
+        numbers, params = key.public_numbers(), key.public_numbers().parameter_numbers
+        fields = [("Encryption", "DSA"), ("Size", key.key_size), ("Y", numbers.y),
+                  ("P", params.p), ("Q", params.q), ("G", params.g)]
+    else:  # Ed25519, Ed448: 1.0 raised NotImplementedError
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        fields = [("Encryption", type(key).__name__.lstrip("_")), ("Key", raw)]
+    lines = []
+    for label, value in fields:
+        if label in _HEX_FIELDS:
+            lines += [f"  {label}:", _justify(_colon_hex(value))]
+        else:
+            lines.append(f"  {label}: {value}")
+    return lines
+
+
+def _colon_hex(value):
+    """``aa:bb:…``; an int is written like 1.0 does (hex, padded to an even number of digits)."""
+    h = value.hex() if isinstance(value, bytes) else format(value, "x")
+    if len(h) % 2:
+        h = "0" + h
+    return ":".join(h[i:i + 2] for i in range(0, len(h), 2))
+
+
+def _justify(h, width=75):
+    # 1.0 joins with "    \n    ", leaving four trailing spaces on all but the last line;
+    # kept so that the dumps compare equal.
+    return "    " + "    \n    ".join(h[i:i + width] for i in range(0, len(h), width))
+
+
+def _oid(oid):
+    """(dotted string, name) as 1.0 parses them out of ``repr(ObjectIdentifier)``."""
+    match = _OID.search(str(oid))
+    return (match.group(1), match.group(2)) if match else (oid.dotted_string, "Unknown OID")
+
+
+# ------------------------------------------------------------------------------------- server
+
+def server_context(cert_path, key_path=None, key_password=None):
+    """The Manager's ``ssl.SSLContext`` (TLS >= 1.2); without `key_path` the key is read from `cert_path`.
+
+    DSA keys load, but no default client completes a handshake with them (Python's default
+    ciphers exclude aDSS and TLS 1.3 has no DSA), exactly as with 1.0; use RSA or EC.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path, key_password)
+    return context
+
+
+def ensure_certificate(cert_path, key_path, key_password=None, hostname=None):
+    """Return (cert_path, key_path, created) after creating whatever ``netmgr start`` lacks.
+
+    Both files present: used as they are. Key only: a certificate is made from it. No key: a new
+    RSA-2048 key (0600, encrypted with `key_password` if given) and a certificate for it, replacing
+    any certificate left at `cert_path`, which could not match the new key.
+    """
+    have_key = os.path.isfile(key_path)
+    if have_key and os.path.isfile(cert_path):
+        return cert_path, key_path, False
+    if not have_key:
+        generate_key(key_path, password=key_password)
+    generate_certificate(cert_path, key_path, key_password=key_password, hostname=hostname)
+    return cert_path, key_path, True
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+def _to_bytes(password):
+    return password if isinstance(password, bytes) else password.encode()
+
+
+def _ensure_parent(path):
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
