@@ -8,21 +8,10 @@ import traceback
 
 import click
 
-from netmgr import __version__, log
+from netmgr import __version__
+from netmgr.errors import UsageError
 
 DEBUG_ENV = "NETMGR_DEBUG"
-
-
-class UsageError(Exception):
-    """An error the user can fix; printed as one line."""
-
-
-def secret_value(value):
-    """A password given as its value, or as the path of a file whose first line is it (1.0)."""
-    if value is not None and os.path.isfile(value):
-        with open(value, encoding="utf-8") as f:
-            return f.readline().strip()
-    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,55 +21,67 @@ def cli():
 
 
 @cli.command()
-@click.option("-p", "--port", type=click.IntRange(0, 65535), default=1875, show_default=True,
-              help="Port to listen on (0 picks a free port).")
-@click.option("-H", "--host", default=None, help="Address to bind (default: all interfaces).")
-@click.option("--disable-tls", is_flag=True, help="Use plaintext TCP (LabVIEW VIs, trusted networks).")
-@click.option("-P", "--auth-password", default=None,
+@click.option("--auth-hostname", is_flag=True, help="Only accept peers from trusted hostnames.")
+@click.option("--auth-login", is_flag=True, help="Ask every peer for a username and password.")
+@click.option("-P", "--auth-password", default=None, metavar="PASSWORD",
               help="Require this Manager password (the value, or a file whose first line is it).")
+@click.option("-c", "--cert-file", default=None, help="TLS certificate (PEM).")
+@click.option("-d", "--database", default=None, help="SQLite database [default: HOME/manager.sqlite3].")
+@click.option("--disable-tls", is_flag=True, help="Plaintext TCP (LabVIEW VIs, trusted networks).")
+@click.option("-H", "--host", default=None, help="Address to bind [default: all interfaces].")
+@click.option("-k", "--key-file", default=None, help="Private key of the certificate (PEM).")
+@click.option("-D", "--key-file-password", default=None, metavar="PASSWORD",
+              help="Password of the private key (the value, or a file whose first line is it).")
+@click.option("-p", "--port", default="1875", show_default=True, help="Port (0 picks a free one).")
 @click.option("-G", "--log-level", default="INFO", show_default=True,
               help="Log level: a name (any case) or a number.")
-@click.option("-l", "--log-file", default=None, type=click.Path(dir_okay=False),
-              help="Also write the log to this file (appended).")
+@click.option("-l", "--log-file", default=None, help="Also log to this file (appended) "
+              "[default: HOME/logs/manager-<time>.log].")
 @click.option("--max-connections", type=click.IntRange(1), default=10000, show_default=True,
               help="Connections served at once; more wait in the listen backlog.")
 @click.option("--handshake-timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
-              help="Seconds a peer has to authenticate and send its identity.")
+              help="Seconds a peer has for TLS, authentication and its identity.")
 @click.option("--max-line-size", type=click.IntRange(1024), default=256 * 1024 * 1024,
               show_default=True, help="Largest message (bytes) an identified peer may send.")
 @click.option("--max-queue-size", type=click.IntRange(1024), default=512 * 1024 * 1024,
               show_default=True, help="Bytes queued for a peer that does not read before it is dropped.")
-def start(port, host, disable_tls, auth_password, log_level, log_file, max_connections,
-          handshake_timeout, max_line_size, max_queue_size):
+@click.option("--bcrypt-rounds", type=click.IntRange(4, 31), default=12, show_default=True,
+              help="bcrypt cost of passwords hashed by this Manager.")
+@click.option("--max-auth-failures", type=click.IntRange(1), default=5, show_default=True,
+              help="Failed logins from one address before it is locked out.")
+@click.option("--auth-lockout", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Seconds an address stays locked out.")
+def start(**options):
     """Start the Network Manager."""
-    from netmgr import auth, manager
+    from netmgr import server
 
-    try:
-        level = log.parse_level(log_level)
-    except ValueError as exc:
-        raise UsageError(f"ValueError: {exc}") from None
-    if not disable_tls:
-        raise UsageError("TLS is not available in this version of netmgr yet: start it with "
-                         "--disable-tls to serve plaintext TCP")
-    log.configure(level, log_file)
-    mode = auth.NoAuth()
-    if auth_password is not None:
-        mode = auth.PasswordAuth(secret_value(auth_password))
-    settings = manager.Settings(
-        host=host, port=port, auth=mode, max_connections=max_connections,
-        handshake_timeout=handshake_timeout, line_limit=max_line_size,
-        queue_limit=max_queue_size)
-    try:
-        mgr = manager.Manager(settings).start()
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc}") from None
-    tls = "ENABLED" if not disable_tls else "DISABLED"
-    shown = host or manager.HOSTNAME
-    log.get_logger().info(f"Network Manager running on {shown}:{mgr.port} (TLS {tls})")
-    mgr.serve_forever()
+    server.run(**options)
+
+
+#: Options that take several words (1.0's ``nargs='+'``), joined with single spaces.
+MULTI_WORD = {"-P", "--auth-password", "-D", "--key-file-password"}
+
+
+def join_words(argv):
+    """``-P h e l l o`` -> ``-P 'h e l l o'``, as msl-network 1.0's argparse does."""
+    out, i = [], 0
+    while i < len(argv):
+        out.append(argv[i])
+        if argv[i] in MULTI_WORD:
+            words = []
+            i += 1
+            while i < len(argv) and (not argv[i].startswith("-") or not words):
+                words.append(argv[i])
+                i += 1
+            if words:
+                out.append(" ".join(words))
+            continue
+        i += 1
+    return out
 
 
 def main(argv=None):
+    argv = join_words(sys.argv[1:] if argv is None else list(argv))
     try:
         cli.main(args=argv, prog_name="netmgr", standalone_mode=False)
     except click.exceptions.Abort:

@@ -6,19 +6,22 @@ from a pool whose size is the connection cap. This module owns the lifecycle (``
 ``identity``, ``link``, ``unlink``, ``acquire_lock`` and ``release_lock`` (reference 1.7),
 dispatched by table.
 """
+import os
 import platform
 import re
 import signal
 import socket as _stdsocket
 
 import gevent
+import gevent.ssl
 from gevent import socket
 from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from netmgr import log, protocol
-from netmgr.auth import NoAuth
+from netmgr import log, models, protocol
+from netmgr.admin import Admin
+from netmgr.auth import HostnameAuth, LoginAuth, NoAuth, PasswordAuth, Throttle
 from netmgr.protocol import error_text
 from netmgr.registry import Client, Refused, Registry
 from netmgr.session import Session
@@ -31,16 +34,25 @@ OS_NAME = f"{platform.system()} {platform.release()} {platform.machine()}"
 _numeric_address = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 
 
+class StartupError(Exception):
+    """The Manager cannot start; the text is for the operator (1.0's wording where it has one)."""
+
+
 class Settings:
     """What a Manager needs to run; :mod:`netmgr.cli` fills it from the command line."""
 
-    def __init__(self, host=None, port=protocol.PORT, auth=None, max_connections=10000,
+    def __init__(self, host=None, port=protocol.PORT, auth_mode="none", password=None,
+                 database=":memory:", ssl_context=None, max_connections=10000,
                  handshake_timeout=30.0, handshake_line_limit=64 * 1024,
                  line_limit=256 * 1024 * 1024, queue_limit=512 * 1024 * 1024,
-                 stop_timeout=3.0, backlog=1024, listener=None):
+                 stop_timeout=3.0, backlog=1024, listener=None, bcrypt_rounds=12,
+                 max_auth_failures=5, auth_lockout=30.0, flush_interval=1.0):
         self.host = host
         self.port = port
-        self.auth = auth or NoAuth()
+        self.auth_mode = auth_mode  # none | password | login | hostname
+        self.password = password  # the Manager password of auth_mode "password"
+        self.database = database
+        self.ssl_context = ssl_context  # None: plaintext
         self.max_connections = max_connections
         self.handshake_timeout = handshake_timeout
         self.handshake_line_limit = handshake_line_limit
@@ -49,6 +61,11 @@ class Settings:
         self.stop_timeout = stop_timeout
         self.backlog = backlog
         self.listener = listener  # an already bound socket (socket activation, tests)
+        self.bcrypt_rounds = bcrypt_rounds
+        self.max_auth_failures = max_auth_failures
+        self.auth_lockout = auth_lockout
+        self.flush_interval = flush_interval
+        self.auth = None  # the mode's object, built by the Manager
 
 
 class Manager:
@@ -61,6 +78,10 @@ class Manager:
         self.port = None
         self.name = None
         self.registry = None
+        self.users = self.hostnames_table = self.connections_table = None
+        self.login = self.admin = None
+        self._events = None
+        self._flusher = None
         self._stopped = Event()
         self._local = {"127.0.0.1", "::1", "localhost"}
         self._handlers = {
@@ -73,15 +94,49 @@ class Manager:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self):
-        listener = self.settings.listener or self._bind()
+        """Open the database, choose the auth mode, bind and start accepting."""
+        settings = self.settings
+        if settings.ssl_context is not None and not isinstance(settings.ssl_context, gevent.ssl.SSLContext):
+            raise StartupError("the TLS context must be gevent's: start netmgr through its launcher")
+        self._open_database()
+        self._choose_auth()
+        listener = settings.listener or self._bind()
         self.port = listener.getsockname()[1]
         self.name = f"Manager[{HOSTNAME}:{self.port}]"
         self.registry = Registry(self.name)
         self._local.update(_local_addresses())
-        self.server = StreamServer(listener, self._handle, spawn=Pool(self.settings.max_connections))
+        self.server = StreamServer(listener, self._handle, spawn=Pool(settings.max_connections))
         self.server.start()
-        logger.info(self.settings.auth.description)
+        self._flusher = gevent.spawn(self._flush_events)
+        logger.info(settings.auth.description)
         return self
+
+    def _open_database(self):
+        database = self.settings.database
+        if database != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+        models.open_db(database)
+        self.users = models.UsersTable(run=self.offload, rounds=self.settings.bcrypt_rounds)
+        self.hostnames_table = models.hostnames
+        self.connections_table = models.connections
+        self._events = models.ConnectionLog(self.connections_table)
+        for table in ("connections", "auth_hostnames", "auth_users"):
+            logger.info(f"loaded the {table!r} table from {database}")
+
+    def _choose_auth(self):
+        settings = self.settings
+        throttle = Throttle(settings.max_auth_failures, lockout=settings.auth_lockout)
+        self.login = LoginAuth(self.users, throttle, settings.bcrypt_rounds)
+        self.admin = Admin(self)
+        if settings.auth_mode == "login" and not self.users.usernames():
+            raise StartupError("The 'auth_users' table is empty, no one could log in\n"
+                               'To add a user to the \'auth_users\' table run the "netmgr user" command')
+        settings.auth = {
+            "none": NoAuth,
+            "password": lambda: PasswordAuth(settings.password, throttle),
+            "login": lambda: self.login,
+            "hostname": lambda: HostnameAuth(self.trusted_hostnames),
+        }[settings.auth_mode]()
 
     def _bind(self):
         host, port = self.settings.host, self.settings.port
@@ -123,6 +178,9 @@ class Manager:
         self.server.pool.join(timeout=self.settings.stop_timeout)
         self.server.pool.kill(block=True, timeout=1)
         self.server = None
+        self._flusher.kill()
+        self._flush_once()
+        models.close_db()
         logger.info("stopped")
 
     def _handle(self, sock, address):
@@ -134,23 +192,85 @@ class Manager:
         finally:
             self.sessions.discard(session)
 
-    # ------------------------------------------------------------------ peers
-    def peer_address(self, ip, port):
-        """``host:port`` as 1.0 names a peer (reference 1.4).
+    def wrap_tls(self, sock):
+        """The TLS handshake, in the session's greenlet under its handshake deadline."""
+        context = self.settings.ssl_context
+        if context is None:
+            return sock
+        tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        tls.do_handshake()
+        return tls
 
-        Loopback and this machine's own addresses are local and carry the Manager's hostname,
-        as a 1.0 client computes its own name. Other peers are named by reverse DNS, which runs
-        in the hub's threadpool, never on the hub.
+    # ------------------------------------------------------------------ background work
+    def offload(self, function, *args):
+        """Run CPU-bound work (bcrypt, PBKDF2) in the hub's threadpool (STYLE.md rule 4)."""
+        return gevent.get_hub().threadpool.apply(function, args)
+
+    def record(self, session, message):
+        """A row for the ``connections`` table; written in batches by one greenlet."""
+        self._events.log(session.ip, session.domain or session.ip, session.port, message)
+
+    def _flush_events(self):
+        while True:
+            gevent.sleep(self.settings.flush_interval)
+            self._flush_once()
+
+    def _flush_once(self):
+        try:
+            self._events.flush()
+        except Exception as exc:  # noqa: BLE001 -- kept for the next try; never kill the Manager
+            logger.warning("connections_flush_failed", error=str(exc))
+
+    # ------------------------------------------------------------------ peers
+    def name_peer(self, ip, port):
+        """``(address, domain, hostname)`` of a peer as 1.0 names it (reference 1.4).
+
+        Loopback and this machine's own addresses are local: their address carries the Manager's
+        hostname, as a 1.0 client computes its own name. Other peers are named by reverse DNS,
+        which runs in the hub's threadpool, never on the hub.
         """
         if ip.startswith("::ffff:"):
             ip = ip[7:]
-        if ip in self._local or ip.startswith("127."):
-            return f"{HOSTNAME}:{port}"
-        domain = gevent.get_hub().threadpool.apply(_stdsocket.getfqdn, (ip,))
+        if ip.startswith("127.") or ip == "::1":
+            return f"{HOSTNAME}:{port}", "localhost", "localhost"
+        if ip in self._local:
+            return f"{HOSTNAME}:{port}", HOSTNAME, HOSTNAME
+        domain = self.offload(_stdsocket.getfqdn, ip)
         hostname = domain if _numeric_address.search(domain) else domain.split(".")[0]
         if hostname in self._local or hostname == HOSTNAME:
-            return f"{HOSTNAME}:{port}"
-        return f"{hostname}:{port}"
+            return f"{HOSTNAME}:{port}", domain, hostname
+        return f"{hostname}:{port}", domain, hostname
+
+    def trusted_hostnames(self):
+        """The ``auth_hostnames`` table, read afresh: edits apply to the next connection."""
+        return set(self.hostnames_table.hostnames())
+
+    def peers(self):
+        """Every connected peer (the ``peers`` admin request)."""
+        return sorted(({"name": s.name, "address": s.address, "ip": s.ip, "port": s.port,
+                        "type": type(s.record).__name__.lower() if s.record else "unidentified",
+                        "admin": s.is_admin} for s in self.sessions if s.name),
+                      key=lambda p: p["name"])
+
+    def status(self):
+        """Services with their links, locks and requests in flight (the ``status`` request)."""
+        services = {}
+        for name in sorted(self.registry.services):
+            record = self.registry.service(name)
+            services[name] = {"address": self.registry.services[name]["address"],
+                              "max_clients": record.max_clients,
+                              "links": sorted(c.name for c in record.links),
+                              "locks": sorted(c.name for c in record.locks),
+                              "in_flight": sum(sum(u.values()) for u in record.inflight.values())}
+        return {"manager": self.name, "clients": sorted(self.registry.clients), "services": services}
+
+    def disconnect_peer(self, name):
+        """Drop the peer with this network name (the ``disconnect_peer`` request)."""
+        for session in list(self.sessions):
+            if session.name == name:
+                session.abort("disconnected by an administrator")
+                return True
+        raise ValueError(f"no peer named {name!r} is connected")
 
     # ------------------------------------------------------------------ Manager attributes (1.7)
     def manager_request(self, session, data, attribute, uid):
@@ -172,10 +292,8 @@ class Manager:
         session.reply(value, uid)
 
     def admin_request(self, session, data, attribute, uid):
-        """Any other attribute needs an administrator (reference 1.7); users arrive with the
-        security layer, so until then no peer is one."""
-        session.reply_error(error_text("ValueError", "You must be an administrator to send this "
-                                                     "request to the Manager"), uid)
+        """Any other attribute needs an administrator (reference 1.7; :mod:`netmgr.admin`)."""
+        self.admin.handle(session, data, attribute, uid)
 
     def _identity(self, session, data):
         return self.registry.identity(HOSTNAME, self.port, LANGUAGE, OS_NAME)

@@ -37,10 +37,13 @@ class Session:
         self.sock = sock
         self.ip, self.port = address[0], address[1]
         self.address = None  # "host:port" as 1.0 names peers (reference 1.4)
+        self.domain = None  # reverse DNS of the peer ("localhost" for loopback)
+        self.hostname = None  # 1.0's short name: the domain's first label, or the dotted IPv4
         self.name = None  # network name, "Name[host:port]"
         self.name_json = None
         self.record = None  # registry.Client or registry.Service once identified
         self.is_admin = False
+        self.challenging = False  # an inline admin login is waiting for its answers
         self.closed = False
         self.log = logger.bind(peer=f"{self.ip}:{self.port}")
         self._reader = LineReader(manager.settings.handshake_line_limit)
@@ -55,12 +58,13 @@ class Session:
     # ------------------------------------------------------------------ lifecycle
     def run(self):
         self._greenlet = gevent.getcurrent()
-        self._writer = gevent.spawn(self._write_loop)
         settings = self.manager.settings
         flush = False
         try:
             try:
                 with gevent.Timeout(settings.handshake_timeout, HandshakeFailed("handshake timed out")):
+                    self.sock = self.manager.wrap_tls(self.sock)  # the Manager speaks after TLS
+                    self._writer = gevent.spawn(self._write_loop)
                     identified = self._handshake()
             except HandshakeFailed as exc:
                 self.log.info("handshake_failed", reason=str(exc))
@@ -72,7 +76,9 @@ class Session:
         except ProtocolError as exc:
             self.log.info("peer_disconnected", reason=str(exc))
             flush = False
-        except (OSError, gevent.GreenletExit):
+        except (OSError, gevent.GreenletExit) as exc:
+            if isinstance(exc, OSError):
+                self.log.info("connection_error", reason=str(exc))
             flush = False
         finally:
             self._cleanup(flush)
@@ -82,10 +88,12 @@ class Session:
         if self.record is not None:
             for session, message in self.manager.registry.remove(self.record):
                 session.send(dumps(message))
-        if flush and self._out:
-            self._wake.set()
-            self._writer.join(timeout=self.manager.settings.stop_timeout)
-        self._writer.kill(block=False)
+            self.manager.record(self, "disconnected")
+        if self._writer is not None:
+            if flush and self._out:
+                self._wake.set()
+                self._writer.join(timeout=self.manager.settings.stop_timeout)
+            self._writer.kill(block=False)
         try:
             self.sock.close()
         except OSError:
@@ -173,14 +181,16 @@ class Session:
 
     # ------------------------------------------------------------------ handshake (1.3)
     def _handshake(self):
-        self.address = self.manager.peer_address(self.ip, self.port)
+        self.address, self.domain, self.hostname = self.manager.name_peer(self.ip, self.port)
         self.name = f"<Unknown>[{self.address}]"
         self.log = self.log.bind(address=self.address)
         self.log.info("new_connection")
+        self.manager.record(self, "new connection request")
         if not self.manager.settings.auth.authenticate(self):
             return False
         value = self.ask("identity")
         if value is None:
+            self.manager.record(self, "connection closed prematurely")
             return False
         identity = protocol.parse_terminal_input(value) if isinstance(value, str) else value
         try:
@@ -191,11 +201,13 @@ class Session:
             record = self.manager.registry.add(self, name, self.address, kind, fields)
         except Refused as exc:
             self.log.info("identity_rejected", reason=exc.message)
+            self.manager.record(self, "rejected: invalid identity")
             self.reject(exc.message)
             return False
         self.record, self.name, self.name_json = record, name, encode_str(name)
         self.log = self.log.bind(name=name)
         self.log.info(f"connected_as_{kind}")
+        self.manager.record(self, f"connected as a {kind}")
         return True  # 1.0 never acknowledges the identity (reference 1.3)
 
     def ask(self, attribute, *args):
@@ -219,6 +231,30 @@ class Session:
         if isinstance(data, dict) and "result" in data:
             return data["result"]
         return text
+
+    def ask_inline(self, attribute, *args):
+        """Ask during the session (the inline admin login) and return the answer.
+
+        The answer is a result addressed to the Manager, or terminal text. Any other line is
+        dispatched as usual while waiting, so a concurrent request is not taken for a password
+        (reference 6.15). None when the peer closed.
+        """
+        self.send(dumps(protocol.request(attribute, args, self.manager.name)))
+        while self._recv_lines():
+            line = self._lines.popleft()
+            try:
+                data = loads(line)
+            except ValueError:
+                try:
+                    return line.decode("utf-8").strip()
+                except UnicodeDecodeError:
+                    return None
+            if type(data) is dict and "result" in data and data.get("requester") == self.manager.name:
+                return data["result"]
+            if self._dispatch(line) is False or self.closed:
+                self._lines.appendleft(b"__disconnect__")  # let the read loop end the session
+                return None
+        return None
 
     def reject(self, message):
         """A handshake error from the Manager; the caller then closes the connection."""

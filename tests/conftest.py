@@ -71,13 +71,26 @@ def netmgr_argv(*args):
 
 
 @pytest.fixture
-def netmgr_factory():
-    """Start ``netmgr start --disable-tls -H 127.0.0.1 -p 0 <args>``; stopped at teardown."""
+def netmgr_home(tmp_path):
+    """A fresh netmgr home (certs/, keys/, logs/, manager.sqlite3) for this test."""
+    home = tmp_path / "netmgr-home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def netmgr_factory(netmgr_home):
+    """Start ``netmgr start --disable-tls -H 127.0.0.1 -p 0 <args>``; stopped at teardown.
+
+    The daemon's home is ``netmgr_home`` (``NETMGR_HOME``), so its log, keys and database stay
+    in the test's temporary directory.
+    """
     started = []
 
-    def start(*args, tls=False, port=0, host="127.0.0.1"):
+    def start(*args, tls=False, port=0, host="127.0.0.1", env=None):
         argv = netmgr_argv("-H", host, "-p", str(port), *(() if tls else ("--disable-tls",)), *args)
-        mgr = ManagerProcess(argv)
+        environ = dict(os.environ, NETMGR_HOME=str(netmgr_home), **(env or {}))
+        mgr = ManagerProcess(argv, env=environ)
         started.append(mgr)
         return mgr
 

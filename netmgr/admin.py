@@ -1,0 +1,116 @@
+"""Admin requests: any Manager attribute other than identity/link/unlink/locks (reference 1.7).
+
+1.0 resolves such an attribute with a dotted ``getattr`` walk from the Manager object, so any
+peer that logs in as an admin can reach private state and raw SQL (reference 6.7). netmgr
+serves an explicit table of operations under the names 1.0 clients and scripts use, plus a
+few netmgr verbs; anything else is an error that carries the request's uid.
+
+A peer that is not an admin is challenged inline for a username and password, in every auth
+mode (reference 1.7). Unlike 1.0, the challenge does not swallow the peer's other requests:
+while it waits for the answers, other lines are dispatched as usual (reference 6.15), and a
+failed login answers the request instead of closing the connection.
+"""
+import gevent
+
+from netmgr import log
+from netmgr.protocol import SHUTDOWN_MANAGER, error_text
+
+logger = log.get_logger("netmgr.admin")
+
+NOT_ADMIN = error_text("ValueError", "You must be an administrator to send this request to the Manager")
+
+
+class AdminError(Exception):
+    """An admin request that is refused; ``message`` is the wire text."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+def operations(manager):
+    """The allow-list: attribute name -> callable(*args, **kwargs)."""
+    users, hostnames, connections = manager.users, manager.hostnames_table, manager.connections_table
+    settings = manager.settings
+    return {
+        # values 1.0 clients read (reference 1.7)
+        "port": lambda: manager.port,
+        "login": lambda: True if settings.auth_mode == "login" else None,
+        "password": lambda: getattr(settings.auth, "password", None),
+        "hostnames": lambda: sorted(manager.trusted_hostnames()) if settings.auth_mode == "hostname" else None,
+        "set_logging_level": log.set_level,
+        # the tables, by their 1.0 attribute names
+        "users_table.is_user_registered": users.is_user_registered,
+        "users_table.is_password_valid": lambda u, p: manager.offload(users.is_password_valid, u, p),
+        "users_table.is_admin": users.is_admin,
+        "users_table.usernames": users.usernames,
+        "users_table.users": users.users,
+        "users_table.insert": lambda u, p, is_admin=False: manager.offload(
+            users.insert, u, p, is_admin, settings.bcrypt_rounds),
+        "users_table.update": lambda u, password=None, is_admin=None: manager.offload(
+            users.update, u, password, is_admin, settings.bcrypt_rounds),
+        "users_table.delete": users.delete,
+        "hostnames_table.hostnames": hostnames.hostnames,
+        "hostnames_table.insert": hostnames.insert,
+        "hostnames_table.delete": hostnames.delete,
+        "connections_table.connections": lambda start=None, end=None: connections.connections(start, end),
+        # netmgr verbs
+        "peers": manager.peers,
+        "status": manager.status,
+        "disconnect_peer": manager.disconnect_peer,
+    }
+
+
+class Admin:
+    def __init__(self, manager):
+        self.manager = manager
+        self.operations = operations(manager)
+
+    def handle(self, session, data, attribute, uid):
+        if not session.is_admin and not self._challenge(session, uid):
+            return
+        session.log.info("admin_request", attribute=attribute)
+        if attribute == SHUTDOWN_MANAGER:
+            session.reply(None, uid)
+            self.manager.request_stop()
+            return
+        operation = self.operations.get(attribute)
+        if operation is None:
+            session.reply_error(error_text("AttributeError", f"{attribute!r} is not an admin request "
+                                                             "of the Manager"), uid)
+            return
+        args, kwargs = data.get("args", []), data.get("kwargs", {})
+        if type(args) is not list or type(kwargs) is not dict:
+            session.reply_error(error_text("TypeError", "'args' must be a list and 'kwargs' an object"), uid)
+            return
+        try:
+            value = operation(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 -- the error goes to the peer, with its uid
+            session.reply_error(f"{type(exc).__name__}: {exc}", uid)
+            return
+        session.reply(value, uid)
+
+    def _challenge(self, session, uid):
+        """Log the peer in as an admin; on failure answer the request with an error."""
+        if session.challenging:
+            session.reply_error(error_text("ValueError", "a login is already in progress"), uid)
+            return False
+        session.challenging = True
+        failed = []
+        try:
+            with gevent.Timeout(self.manager.settings.handshake_timeout, False):
+                admin = self.manager.login.login(session, ask=session.ask_inline,
+                                                 reject=lambda message: failed.append(message))
+                if admin is None:
+                    session.reply_error(failed[0] if failed else error_text(
+                        "ValueError", "the login was not completed"), uid)
+                    return False
+                if not admin:
+                    session.reply_error(NOT_ADMIN, uid)
+                    return False
+                session.is_admin = True
+                return True
+            session.reply_error(error_text("TimeoutError", "the login was not completed in time"), uid)
+            return False
+        finally:
+            session.challenging = False

@@ -1,0 +1,96 @@
+"""``netmgr start``: turn command-line options into a running Manager, in 1.0's order.
+
+1.0's start-up prints, in this order, ``loaded certificate <path>`` (first line), one line per
+database table, the authentication mode, and last ``Network Manager running on <host>:<port>
+(TLS ENABLED|DISABLED)``; harnesses match the first and the last (reference section 3).
+"""
+import os
+import time
+
+from netmgr import config, crypto, log
+from netmgr.errors import UsageError
+
+
+def secret_value(value):
+    """A password given as its value, or as the path of a file whose first line is it (1.0)."""
+    if value is not None and os.path.isfile(value):
+        with open(value, encoding="utf-8") as f:
+            return f.readline().strip()
+    return value
+
+
+def parse_port(text):
+    try:
+        port = int(text)
+    except (TypeError, ValueError):
+        port = -1
+    if not 0 <= port <= 65535:
+        raise UsageError("ValueError: The port must be a positive integer")
+    return port
+
+
+def auth_mode(auth_hostname, auth_login, auth_password):
+    chosen = [mode for mode, on in (("hostname", auth_hostname), ("login", auth_login),
+                                    ("password", auth_password is not None)) if on]
+    if len(chosen) > 1:
+        raise UsageError("Cannot specify multiple authentication methods")
+    return chosen[0] if chosen else "none"
+
+
+def tls_context(host, cert_file, key_file, key_password, logger):
+    """Choose the certificate and key as 1.0 does (reference section 3, start, step 3)."""
+    default_cert, default_key = config.default_cert_and_key(host)
+    if cert_file is None and key_file is None:
+        cert_file, key_file, created = crypto.ensure_certificate(
+            default_cert, default_key, key_password, hostname=host)
+        if created:
+            logger.info("created_certificate", cert=cert_file, key=key_file)
+    elif cert_file is None:  # a key alone: (re)make the default certificate from it
+        cert_file = crypto.generate_certificate(default_cert, key_file, key_password=key_password,
+                                                hostname=host)
+    if key_file is not None and not crypto.is_private_key_safe(key_file):
+        logger.warning("private_key_readable_by_others", key=key_file)
+    try:
+        context = crypto.server_context(cert_file, key_file, key_password)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load the certificate {cert_file}: {exc}") from None
+    logger.info(f"loaded certificate {cert_file}")
+    return context
+
+
+def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_tls, host,
+        key_file, key_file_password, port, log_level, log_file, max_connections,
+        handshake_timeout, max_line_size, max_queue_size, bcrypt_rounds, max_auth_failures,
+        auth_lockout):
+    from netmgr import manager
+
+    try:
+        level = log.parse_level(log_level)
+    except ValueError as exc:
+        raise UsageError(f"ValueError: {exc}") from None
+    port = parse_port(port)
+    mode = auth_mode(auth_hostname, auth_login, auth_password)
+    if log_file is None:
+        log_file = os.path.join(config.log_dir(), time.strftime("manager-%Y-%m-%d-%H-%M-%S.log"))
+    os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+    log.configure(level, log_file)
+    logger = log.get_logger()
+
+    context = None
+    if not disable_tls:
+        context = tls_context(host, cert_file, key_file, secret_value(key_file_password), logger)
+    settings = manager.Settings(
+        host=host, port=port, auth_mode=mode, password=secret_value(auth_password),
+        database=database or config.database_path(), ssl_context=context,
+        max_connections=max_connections, handshake_timeout=handshake_timeout,
+        line_limit=max_line_size, queue_limit=max_queue_size, bcrypt_rounds=bcrypt_rounds,
+        max_auth_failures=max_auth_failures, auth_lockout=auth_lockout)
+    try:
+        mgr = manager.Manager(settings).start()
+    except manager.StartupError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc}") from None
+    tls = "DISABLED" if disable_tls else "ENABLED"
+    logger.info(f"Network Manager running on {host or manager.HOSTNAME}:{mgr.port} (TLS {tls})")
+    mgr.serve_forever()
