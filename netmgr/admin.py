@@ -41,14 +41,13 @@ def operations(manager):
         "set_logging_level": log.set_level,
         # the tables, by their 1.0 attribute names
         "users_table.is_user_registered": users.is_user_registered,
-        "users_table.is_password_valid": lambda u, p: manager.offload(users.is_password_valid, u, p),
+        # the table runs bcrypt/PBKDF2 in the threadpool itself; queries stay on the hub
+        "users_table.is_password_valid": users.is_password_valid,
         "users_table.is_admin": users.is_admin,
         "users_table.usernames": users.usernames,
         "users_table.users": users.users,
-        "users_table.insert": lambda u, p, is_admin=False: manager.offload(
-            users.insert, u, p, is_admin, settings.bcrypt_rounds),
-        "users_table.update": lambda u, password=None, is_admin=None: manager.offload(
-            users.update, u, password, is_admin, settings.bcrypt_rounds),
+        "users_table.insert": users.insert,
+        "users_table.update": users.update,
         "users_table.delete": users.delete,
         "hostnames_table.hostnames": hostnames.hostnames,
         "hostnames_table.insert": hostnames.insert,

@@ -33,9 +33,10 @@ class PasswordAuth:
         if throttled(session, self.throttle):
             return False
         value = session.ask("password", session.manager.name)
-        if value is None or value == "":
-            session.manager.record(session, "connection closed before receiving the password")
-            return False  # a blank or missing reply closes the connection (reference 6.5)
+        if value is None or value == "":  # a blank or missing reply closes the connection (6.5)
+            session.manager.record(session, "connection closed prematurely" if value is None
+                                   else "connection closed before receiving the password")
+            return False
         given = value.encode("utf-8") if isinstance(value, str) else b"\0not a string"
         if not hmac.compare_digest(given, self._secret):
             self.throttle.failed(session.ip)
@@ -129,11 +130,13 @@ class LoginAuth:
         manager = session.manager
         username = ask("username", manager.name)
         if not username:
-            manager.record(session, "connection closed before receiving the username")
+            manager.record(session, "connection closed prematurely" if username is None
+                           else "connection closed before receiving the username")
             return None
         password = ask("password", username)
         if not password:
-            manager.record(session, "connection closed before receiving the password")
+            manager.record(session, "connection closed prematurely" if password is None
+                           else "connection closed before receiving the password")
             return None
         user = self.users.get_user(username) if isinstance(username, str) else None
         ok = session.manager.offload(self._verify, user, password)

@@ -52,6 +52,7 @@ class Session:
         self._out = collections.deque()
         self._queued = 0
         self._wake = Event()
+        self._draining = False
         self._writer = None
         self._greenlet = None
 
@@ -91,6 +92,7 @@ class Session:
             self.manager.record(self, "disconnected")
         if self._writer is not None:
             if flush and self._out:
+                self._draining = True  # the writer returns once the queue is empty
                 self._wake.set()
                 self._writer.join(timeout=self.manager.settings.stop_timeout)
             self._writer.kill(block=False)
@@ -137,6 +139,8 @@ class Session:
                         out.clear()
                     self._queued -= len(data)
                     sendall(data)
+                if self._draining:
+                    return
         except OSError as exc:
             self.abort(f"write failed: {exc}")
 
