@@ -19,7 +19,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from netmgr import log, models, protocol
+from netmgr import log, models, protocol, systemd
 from netmgr.admin import Admin
 from netmgr.auth import HostnameAuth, LoginAuth, NoAuth, PasswordAuth, Throttle
 from netmgr.protocol import error_text
@@ -81,7 +81,8 @@ class Manager:
         self.users = self.hostnames_table = self.connections_table = None
         self.login = self.admin = None
         self._events = None
-        self._flusher = None
+        self._background = []
+        self.reloader = None  # callable(manager) that re-reads configuration (set by netmgr.server)
         self._stopped = Event()
         self._local = {"127.0.0.1", "::1", "localhost"}
         self._handlers = {
@@ -101,13 +102,20 @@ class Manager:
         self._open_database()
         self._choose_auth()
         listener = settings.listener or self._bind()
+        if not isinstance(listener, socket.socket):  # inherited from systemd (netmgr.socket)
+            listener = socket.socket(fileno=listener.detach())
+        listener.setblocking(False)
         self.port = listener.getsockname()[1]
         self.name = f"Manager[{HOSTNAME}:{self.port}]"
         self.registry = Registry(self.name)
         self._local.update(_local_addresses())
         self.server = StreamServer(listener, self._handle, spawn=Pool(settings.max_connections))
         self.server.start()
-        self._flusher = gevent.spawn(self._flush_events)
+        self._background = [gevent.spawn(self._flush_events)]
+        interval = systemd.watchdog_interval()
+        if interval:
+            # pinged from the hub: a hub blocked by bad code misses pings and is restarted
+            self._background.append(gevent.spawn(self._watchdog, interval))
         logger.info(settings.auth.description)
         return self
 
@@ -158,11 +166,36 @@ class Manager:
         return sock
 
     def serve_forever(self):
-        """Run until :meth:`stop` (SIGINT/SIGTERM, or an admin ``shutdown_manager``)."""
+        """Run until :meth:`stop` (SIGINT/SIGTERM, or an admin ``shutdown_manager``).
+
+        Tells systemd READY=1 once listening; SIGHUP reloads without dropping connections.
+        """
         for signum in (signal.SIGINT, signal.SIGTERM):
             gevent.signal_handler(signum, self.request_stop)
+        gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
+        systemd.ready(self.describe())
         self._stopped.wait()
         self.stop()
+
+    def describe(self):
+        services = len(self.registry.services)
+        return f"{len(self.sessions)} peer(s), {services} service(s) on port {self.port}"
+
+    def reload(self):
+        """Re-read the configuration, TLS certificate and key, and log level; keep every peer.
+
+        Trusted hostnames are read afresh for every connection and need nothing here.
+        """
+        systemd.reloading()
+        logger.info("reloading")
+        try:
+            if self.reloader is not None:
+                self.reloader(self)
+        except Exception as exc:  # noqa: BLE001 -- a bad edit keeps the running configuration
+            logger.error("reload_failed", error=f"{type(exc).__name__}: {exc}")
+        else:
+            logger.info("reloaded")
+        systemd.ready(self.describe())
 
     def request_stop(self, *_):
         self._stopped.set()
@@ -172,13 +205,14 @@ class Manager:
         if self.server is None:
             return
         logger.info("stopping", peers=len(self.sessions))
+        systemd.stopping()
         self.server.close()
         for session in list(self.sessions):
             session.abort("the Manager is stopping")
         self.server.pool.join(timeout=self.settings.stop_timeout)
         self.server.pool.kill(block=True, timeout=1)
         self.server = None
-        self._flusher.kill()
+        gevent.killall(self._background)
         self._flush_once()
         models.close_db()
         logger.info("stopped")
@@ -211,9 +245,19 @@ class Manager:
         self._events.log(session.ip, session.domain or session.ip, session.port, message)
 
     def _flush_events(self):
+        shown = None
         while True:
             gevent.sleep(self.settings.flush_interval)
             self._flush_once()
+            text = self.describe()
+            if text != shown:
+                shown = text
+                systemd.status(text)
+
+    def _watchdog(self, interval):
+        while True:
+            systemd.watchdog()
+            gevent.sleep(interval)
 
     def _flush_once(self):
         try:

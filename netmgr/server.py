@@ -7,7 +7,7 @@ database table, the authentication mode, and last ``Network Manager running on <
 import os
 import time
 
-from netmgr import config, crypto, log
+from netmgr import config, crypto, log, systemd
 from netmgr.errors import UsageError
 
 
@@ -58,6 +58,11 @@ def tls_context(host, cert_file, key_file, key_password, logger):
     return context
 
 
+def _reload_tls(mgr, host, cert_file, key_file, key_password, logger):
+    """SIGHUP: load the certificate and key again; new connections use them, old ones keep theirs."""
+    mgr.settings.ssl_context = tls_context(host, cert_file, key_file, key_password, logger)
+
+
 def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_tls, host,
         key_file, key_file_password, port, log_level, log_file, max_connections,
         handshake_timeout, max_line_size, max_queue_size, bcrypt_rounds, max_auth_failures,
@@ -85,12 +90,18 @@ def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_t
         max_connections=max_connections, handshake_timeout=handshake_timeout,
         line_limit=max_line_size, queue_limit=max_queue_size, bcrypt_rounds=bcrypt_rounds,
         max_auth_failures=max_auth_failures, auth_lockout=auth_lockout)
+    inherited = systemd.listen_fds()
+    if inherited:  # socket activation: systemd holds the port, and the backlog across restarts
+        settings.listener = inherited[0]
     try:
         mgr = manager.Manager(settings).start()
     except manager.StartupError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc}") from None
+    if not disable_tls:
+        mgr.reloader = lambda m: _reload_tls(m, host, cert_file, key_file,
+                                             secret_value(key_file_password), logger)
     tls = "DISABLED" if disable_tls else "ENABLED"
     logger.info(f"Network Manager running on {host or manager.HOSTNAME}:{mgr.port} (TLS {tls})")
     mgr.serve_forever()
