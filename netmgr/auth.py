@@ -116,7 +116,11 @@ class LoginAuth:
         self.rounds = rounds
 
     def authenticate(self, session):
-        return self.login(session) is not None
+        admin = self.login(session)
+        if admin is None:
+            return False
+        session.is_admin = admin  # a login at the handshake also settles admin rights (1.3)
+        return True
 
     def login(self, session, ask=None, reject=None):
         """Ask for a username and password; return the user's admin flag, or None on failure.

@@ -3,6 +3,7 @@
 The Manager itself only uses gevent's own socket and server classes, but patching first
 makes every library the daemon imports (logging handlers, the threadpool, DNS) cooperative.
 """
+import sys
 
 
 def main():
@@ -15,4 +16,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
