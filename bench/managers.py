@@ -1,0 +1,187 @@
+"""How to start each Manager under test, and how to know it is ready.
+
+Readiness is the Manager speaking first (reference 1.1): a probe connection must receive the identity
+request. netmgr's ``Network Manager running on`` start-up line is also recorded when it appears.
+Nothing waits a fixed time.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import orjson
+
+from bench import procs
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_LINE = "Network Manager running on"
+
+
+class ManagerError(Exception):
+    pass
+
+
+def _msl_network_exe():
+    exe = Path(sysconfig.get_path("scripts")) / "msl-network"
+    if exe.exists():
+        return str(exe)  # a Python script: exec'ed in place, so the pid is the Manager's
+    found = shutil.which("msl-network")
+    if not found:
+        raise ManagerError("msl-network is not installed (pip install msl-network==1.0.0)")
+    return found
+
+
+def _child_env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def netmgr_available():
+    """(ok, reason): netmgr is usable once ``import netmgr.manager`` succeeds from the repo root."""
+    try:
+        r = subprocess.run([sys.executable, "-c", "import netmgr.manager, netmgr.cli"], cwd=ROOT,
+                           env=_child_env(), capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return False, "import netmgr.manager timed out"
+    if r.returncode:
+        last = (r.stderr.strip().splitlines() or ["?"])[-1]
+        return False, f"import netmgr.manager failed: {last}"
+    return True, ""
+
+
+_netmgr_options = None
+
+
+def _netmgr_start_options():
+    """Options of ``netmgr start`` (from its --help) so its database/log can go to the temp dir."""
+    global _netmgr_options
+    if _netmgr_options is None:
+        try:
+            r = subprocess.run([sys.executable, "-m", "netmgr.launcher", "start", "--help"], cwd=ROOT,
+                               env=_child_env(), capture_output=True, text=True, timeout=60)
+            _netmgr_options = r.stdout if r.returncode == 0 else ""
+        except (subprocess.TimeoutExpired, OSError):
+            _netmgr_options = ""
+    return _netmgr_options
+
+
+def msl_command(port, tmpdir):
+    argv = [_msl_network_exe(), "start", "--disable-tls", "-p", str(port), "-G", "WARNING",
+            "-d", str(tmpdir / "manager.sqlite3"), "-l", str(tmpdir / "manager.log")]
+    return argv, _child_env(MSL_NETWORK_HOME=str(tmpdir))
+
+
+def netmgr_command(port, tmpdir):
+    argv = [sys.executable, "-m", "netmgr.launcher", "start", "--disable-tls", "-p", str(port),
+            "-H", "127.0.0.1", "-G", "WARNING"]
+    help_text = _netmgr_start_options()
+    if "--database" in help_text:
+        argv += ["--database", str(tmpdir / "netmgr.sqlite3")]
+    if "--log-file" in help_text:
+        argv += ["--log-file", str(tmpdir / "netmgr.log")]
+    # keep any home-relative state of netmgr and of msl-network inside the temp dir
+    return argv, _child_env(MSL_NETWORK_HOME=str(tmpdir), NETMGR_HOME=str(tmpdir))
+
+
+MANAGERS = {
+    "netmgr": ("netmgr", netmgr_command),
+    "msl": ("msl-network 1.0", msl_command),
+}
+
+
+def probe_first_line(port, timeout=5.0):
+    """Connect and return the parsed first line if it is the identity request, else None."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            buf = b""
+            while b"\n" not in buf:
+                data = s.recv(65536)
+                if not data:
+                    return None
+                buf += data
+    except OSError:
+        return None
+    try:
+        msg = orjson.loads(buf.split(b"\n", 1)[0])
+    except orjson.JSONDecodeError:
+        return None
+    return msg if isinstance(msg, dict) and msg.get("attribute") == "identity" else None
+
+
+class RunningManager:
+    """Context manager: start one Manager on a free port in ``tmpdir``, stop it on exit."""
+
+    def __init__(self, key, tmpdir, ready_timeout=30.0):
+        self.key = key
+        self.label, self._command = MANAGERS[key]
+        self.tmpdir = Path(tmpdir)
+        self.ready_timeout = ready_timeout
+        self.proc = None
+        self.port = None
+        self.startup_s = None
+        self.ready_line_seen = False
+        self.exit_code = None
+        self.stop_s = None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def __enter__(self):
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        self.port = procs.free_port()
+        argv, env = self._command(self.port, self.tmpdir)
+        self.stdout_path = self.tmpdir / "stdout.txt"
+        t0 = time.monotonic()
+        with open(self.stdout_path, "wb") as out:
+            self.proc = procs.spawn(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        try:
+            self._wait_ready(t0)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, t0):
+        while True:
+            if self.proc.poll() is not None:
+                raise ManagerError(f"{self.label} exited with code {self.proc.returncode} before it was "
+                                   f"ready; output:\n{self.output_tail()}")
+            if probe_first_line(self.port, timeout=5.0) is not None:
+                break
+            if time.monotonic() - t0 > self.ready_timeout:
+                raise ManagerError(f"{self.label} not ready after {self.ready_timeout} s; output:\n"
+                                   f"{self.output_tail()}")
+            time.sleep(0.02)  # poll interval of the readiness probe
+        self.startup_s = time.monotonic() - t0
+        self.ready_line_seen = READY_LINE in self.output()
+
+    def output(self):
+        try:
+            return self.stdout_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def output_tail(self, n=15):
+        return "\n".join(self.output().splitlines()[-n:])
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        """SIGTERM (then SIGKILL after 5 s); records the exit code and how long the stop took."""
+        if self.proc is not None and self.stop_s is None:
+            t0 = time.monotonic()
+            self.exit_code = procs.stop(self.proc)
+            self.stop_s = time.monotonic() - t0
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False

@@ -1,0 +1,469 @@
+"""The benchmark cases, their repetition, and the report (``python -m bench --help``)."""
+import argparse
+import datetime
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from bench import managers, procs
+from bench.peers import ProtocolFailure, wait_for_service
+
+PY = sys.executable
+
+
+@dataclass(frozen=True)
+class LoadCase:
+    name: str
+    clients: int
+    window: int
+    payload: int
+
+    @property
+    def title(self):
+        size = f"{self.payload // 1000} kB" if self.payload >= 1000 else f"{self.payload} B"
+        return (f"{self.clients} client(s) x {self.window} request(s) in flight, {size} payload, "
+                f"via the Echo Service")
+
+
+@dataclass(frozen=True)
+class IdleCase:
+    name: str
+    count: int
+
+    @property
+    def title(self):
+        return f"{self.count} connections, each completing the identity handshake as a client, kept open"
+
+
+CASE_NAMES = ("seq", "c8w16", "c8w16_100k", "idle2000")
+
+# (key, label, format, better): better is "high" or "low", None for informational rows
+LOAD_ROWS = [
+    ("rps", "routed requests/s", "{:,.0f}", "high"),
+    ("p50_us", "latency p50 (us)", "{:,.0f}", "low"),
+    ("p99_us", "latency p99 (us)", "{:,.0f}", "low"),
+    ("mgr_cpu_us_per_req", "Manager CPU per request (us)", "{:,.1f}", "low"),
+    ("mgr_cpu_pct", "Manager CPU use (% of 1 core)", "{:.0f}", None),
+    ("gen_cpu_pct", "load generator CPU (%)", "{:.0f}", None),
+    ("svc_cpu_pct", "Echo Service CPU (%)", "{:.0f}", None),
+    ("other_cpu_pct", "other processes' CPU, noise (%)", "{:.0f}", None),
+    ("errors", "error replies (sum of runs)", "{:.0f}", None),
+]
+IDLE_ROWS = [
+    ("handshakes_per_s", "handshakes/s", "{:,.0f}", "high"),
+    ("p50_us", "connect->identity request p50 (us)", "{:,.0f}", "low"),
+    ("p99_us", "connect->identity request p99 (us)", "{:,.0f}", "low"),
+    ("mgr_cpu_us_per_conn", "Manager CPU per handshake (us)", "{:,.0f}", "low"),
+    ("rss_kib_per_conn", "Manager RSS growth per conn (KiB)", "{:.2f}", "low"),
+    ("rss_mib_after", "Manager RSS with all open (MiB)", "{:.1f}", "low"),
+    ("other_cpu_pct", "other processes' CPU, noise (%)", "{:.0f}", None),
+]
+SUMMED = {"errors"}
+
+
+class CaseError(Exception):
+    pass
+
+
+def percentile(sorted_values, p):
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, math.ceil(p / 100 * len(sorted_values)) - 1)
+    return sorted_values[k]
+
+
+def sleep_until(t):
+    while True:
+        left = t - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(left)
+
+
+def peer_cmd(*args):
+    return [PY, "-m", "bench.peers", *map(str, args)]
+
+
+def spawn_peer(argv, tmp, name, stdin=subprocess.DEVNULL):
+    err = open(tmp / f"{name}.stderr", "wb")
+    try:
+        return procs.spawn(argv, cwd=managers.ROOT, env=managers._child_env(), stdin=stdin,
+                           stdout=subprocess.PIPE, stderr=err)
+    finally:
+        err.close()
+
+
+def expect_line(proc, word, timeout, tmp, name):
+    line = procs.read_line(proc.stdout, timeout, proc)
+    if line.strip() != word:
+        try:
+            err = (tmp / f"{name}.stderr").read_text(errors="replace").strip().splitlines()[-6:]
+        except OSError:
+            err = []
+        state = "exited" if proc.poll() is not None else "still running"
+        raise CaseError(f"{name}: expected {word!r}, got {line.strip()!r} ({state})"
+                        + ("\n    " + "\n    ".join(err) if err else ""))
+
+
+def run_load_case(key, case, opts, tmp):
+    with managers.RunningManager(key, tmp / "manager") as mgr:
+        svc = spawn_peer(peer_cmd("service", "--port", mgr.port), tmp, "service")
+        expect_line(svc, "READY", 20, tmp, "service")
+        try:
+            wait_for_service(mgr.port, "Echo")
+        except (OSError, ProtocolFailure) as exc:
+            raise CaseError(f"Echo Service not registered: {exc!r}") from exc
+
+        nproc = max(1, min(opts.gen_procs, case.clients))
+        gens, first = [], 0
+        for i in range(nproc):
+            n = case.clients // nproc + (1 if i < case.clients % nproc else 0)
+            argv = peer_cmd("load", "--port", mgr.port, "--clients", n, "--first-client", first,
+                            "--window", case.window, "--payload", case.payload,
+                            "--drain-timeout", opts.drain_timeout, "--stall-timeout", opts.stall_timeout,
+                            "--out", tmp / f"load{i}.json")
+            gens.append(spawn_peer(argv, tmp, f"load{i}", stdin=subprocess.PIPE))
+            first += n
+        for i, g in enumerate(gens):
+            expect_line(g, "READY", 30, tmp, f"load{i}")
+
+        t_start = time.monotonic() + 0.05
+        t_ms = t_start + opts.warmup
+        t_me = t_ms + opts.duration
+        for g in gens:
+            g.stdin.write(f"GO {t_start!r} {t_ms!r} {t_me!r}\n".encode())
+            g.stdin.flush()
+        watched = [mgr.pid, svc.pid] + [g.pid for g in gens]
+        try:
+            sleep_until(t_ms)
+            w0, c0 = time.monotonic(), [procs.cpu_seconds(p) for p in watched]
+            m0 = procs.machine_busy_seconds()
+            sleep_until(t_me)
+            w1, c1 = time.monotonic(), [procs.cpu_seconds(p) for p in watched]
+            m1 = procs.machine_busy_seconds()
+        except FileNotFoundError as exc:
+            raise CaseError(f"a process died during the measurement (Manager alive: {mgr.alive()})") from exc
+        for i, g in enumerate(gens):
+            expect_line(g, "DONE", opts.drain_timeout + opts.stall_timeout + 20, tmp, f"load{i}")
+        results = [orjson.loads((tmp / f"load{i}.json").read_bytes()) for i in range(len(gens))]
+        if not mgr.alive():
+            raise CaseError(f"{mgr.label} exited (code {mgr.proc.returncode}) during the case:\n"
+                            f"{mgr.output_tail()}")
+        for g in gens:
+            procs.stop(g)
+        if svc.poll() is None:
+            os.killpg(svc.pid, signal.SIGTERM)
+        served = procs.read_line(svc.stdout, 10, svc).split()
+        procs.stop(svc)
+
+    failures = [r["failure"] for r in results if r["failure"]]
+    if failures:
+        raise CaseError("; ".join(failures))
+    completed_total = sum(r["completed_total"] for r in results)
+    if len(served) != 3 or served[0] != "SERVED":
+        raise CaseError(f"Echo Service did not report its count: {served!r}")
+    svc_served, svc_batches = int(served[1]), int(served[2])
+    if svc_served != completed_total:
+        raise CaseError(f"the Echo Service answered {svc_served} requests, the clients got "
+                        f"{completed_total} replies")
+    lat = sorted(x for r in results for x in r["lat_ns"])
+    done = len(lat)
+    if not done:
+        raise CaseError("no request completed inside the measurement window")
+    wall = w1 - w0
+    d = [b - a for a, b in zip(c0, c1)]
+    return {
+        "rps": done / opts.duration,
+        "p50_us": percentile(lat, 50) / 1e3,
+        "p99_us": percentile(lat, 99) / 1e3,
+        "mgr_cpu_us_per_req": d[0] / done * 1e6,
+        "mgr_cpu_pct": d[0] / wall * 100,
+        "svc_cpu_pct": d[1] / wall * 100,
+        "gen_cpu_pct": sum(d[2:]) / wall * 100,
+        "other_cpu_pct": max(0.0, (m1 - m0) - sum(d)) / wall * 100,
+        "errors": sum(r["errors"] for r in results),
+        "error_samples": [s for r in results for s in r["error_samples"]][:5],
+        "completed": done,
+        "completed_total": completed_total,
+        "svc_msgs_per_recv": svc_served / max(svc_batches, 1),
+        "gen_msgs_per_recv": completed_total / max(sum(r["recv_batches"] for r in results), 1),
+        "startup_s": mgr.startup_s,
+        "ready_line_seen": mgr.ready_line_seen,
+        "stop_s": mgr.stop_s,
+        "exit_code": mgr.exit_code,
+    }
+
+
+def run_idle_case(key, case, opts, tmp):
+    with managers.RunningManager(key, tmp / "manager") as mgr:
+        argv = peer_cmd("idle", "--port", mgr.port, "--count", case.count, "--mgr-pid", mgr.pid,
+                        "--timeout", opts.idle_timeout, "--out", tmp / "idle.json")
+        idle = spawn_peer(argv, tmp, "idle", stdin=subprocess.PIPE)
+        expect_line(idle, "DONE", opts.idle_timeout + 30, tmp, "idle")
+        r = orjson.loads((tmp / "idle.json").read_bytes())
+        alive = mgr.alive()
+        procs.stop(idle)
+        if not alive:
+            raise CaseError(f"{mgr.label} exited (code {mgr.proc.returncode}) during the case:\n"
+                            f"{mgr.output_tail()}")
+    if r["failure"]:
+        raise CaseError(r["failure"])
+    lat = sorted(r["first_line_ns"])
+    n = r["count"]
+    return {
+        "handshakes_per_s": n / r["elapsed_s"],
+        "p50_us": percentile(lat, 50) / 1e3,
+        "p99_us": percentile(lat, 99) / 1e3,
+        "mgr_cpu_us_per_conn": r["cpu_ticks"] / procs.CLK_TCK / n * 1e6,
+        "rss_kib_per_conn": (r["rss_kib_after"] - r["rss_kib_before"]) / n,
+        "rss_mib_after": r["rss_kib_after"] / 1024,
+        "other_cpu_pct": r["other_cpu_ticks"] / procs.CLK_TCK / r["elapsed_s"] * 100,
+        "rss_kib_before": r["rss_kib_before"],
+        "startup_s": mgr.startup_s,
+        "ready_line_seen": mgr.ready_line_seen,
+        "stop_s": mgr.stop_s,
+        "exit_code": mgr.exit_code,
+    }
+
+
+def short(metrics, rows):
+    return "  ".join(f"{label.split(' (')[0]}={fmt.format(metrics[k])}" for k, label, fmt, _ in rows[:4])
+
+
+def summarize(runs, rows):
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return None
+    med = {}
+    for key, *_ in rows:
+        vals = [r[key] for r in ok if r.get(key) is not None and not
+                (isinstance(r[key], float) and math.isnan(r[key]))]
+        if vals:
+            med[key] = sum(vals) if key in SUMMED else statistics.median(vals)
+    return med
+
+
+def fmt_cell(fmt, value):
+    return "n/a" if value is None else fmt.format(value)
+
+
+def render(cases, results, keys, opts, machine):
+    labels = {k: managers.MANAGERS[k][0] for k in ("netmgr", "msl")}
+    out = [
+        "",
+        f"netmgr benchmark  {machine['date']}",
+        f"machine: nproc={machine['nproc']}, Python {machine['python']} ({machine['implementation']}), "
+        f"{machine['platform']}; load average at start {machine['loadavg']}",
+        f"per case and Manager: warm-up {opts.warmup:g} s excluded, {opts.duration:g} s measured, "
+        f"{opts.repeat} run(s), medians shown; fresh Manager per run; load generator in "
+        f"{opts.gen_procs} process(es); Manager DBs and logs in {machine['tmpdir']}",
+        "ratio = netmgr / msl-network 1.0 (higher is better for req/s and handshakes/s, lower for the rest)",
+    ]
+    for case in cases:
+        rows = IDLE_ROWS if isinstance(case, IdleCase) else LOAD_ROWS
+        per = {k: summarize(results[case.name].get(k, []), rows) for k in ("netmgr", "msl")}
+        out += ["", f"[{case.name}] {case.title}"]
+        out.append(f"  {'metric':38} {labels['netmgr']:>14} {labels['msl']:>16} {'ratio':>8}")
+        for key, label, fmt, better in rows:
+            a = per["netmgr"].get(key) if per["netmgr"] else None
+            b = per["msl"].get(key) if per["msl"] else None
+            ratio = f"{a / b:.2f}x" if better and a is not None and b else "-"
+            out.append(f"  {label:38} {fmt_cell(fmt, a):>14} {fmt_cell(fmt, b):>16} {ratio:>8}")
+        for k in ("netmgr", "msl"):
+            runs = results[case.name].get(k)
+            if k not in keys:
+                continue
+            if runs is None:
+                out.append(f"  {labels[k]}: not run")
+                continue
+            for i, r in enumerate(runs):
+                if "error" in r:
+                    out.append(f"  {labels[k]} run {i + 1} FAILED: {r['error']}")
+                elif r.get("error_samples"):
+                    out.append(f"  {labels[k]} run {i + 1} error replies, e.g.: {r['error_samples'][0]}")
+    return "\n".join(out)
+
+
+def machine_info():
+    return {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "nproc": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "clk_tck": procs.CLK_TCK,
+        "loadavg": " ".join(open("/proc/loadavg").read().split()[:3]),
+    }
+
+
+def default_tmpdir():
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def fs_type(path):
+    """File-system type of ``path`` from /proc/mounts (longest matching mount point)."""
+    best, kind = "", "?"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+                    best, kind = parts[1], parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m bench", description="Benchmark netmgr against the "
+                                "MSL-Network 1.0 Manager with raw-protocol load (see bench/README.md).")
+    p.add_argument("--quick", action="store_true", help="tiny counts (whole run < 30 s), for CI smoke tests")
+    p.add_argument("--cases", default=",".join(CASE_NAMES), help=f"comma list of {', '.join(CASE_NAMES)}")
+    p.add_argument("--managers", default="msl,netmgr", help="comma list of msl, netmgr")
+    p.add_argument("--duration", type=float, help="measured seconds per case (default 5; --quick 0.5)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds before measuring (default 1; --quick 0.2)")
+    p.add_argument("--repeat", type=int, help="runs per case and Manager; medians reported (default 3; --quick 1)")
+    p.add_argument("--idle-count", type=int, help="connections of idle2000 (default 2000; --quick 200)")
+    p.add_argument("--gen-procs", type=int, default=1, help="load generator processes (1 or 2; default 1)")
+    p.add_argument("--json", metavar="PATH", help="also write all results as JSON")
+    p.add_argument("--tmpdir", metavar="DIR",
+                   help="where the Managers' databases and logs go (default /dev/shm if present: msl-network "
+                        "commits to SQLite on every connection event, so on a busy disk fsync dominates)")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (Manager logs, DBs)")
+    opts = p.parse_args(argv)
+    quick = opts.quick
+    if opts.duration is None:
+        opts.duration = 0.5 if quick else 5.0
+    if opts.warmup is None:
+        opts.warmup = 0.2 if quick else 1.0
+    if opts.repeat is None:
+        opts.repeat = 1 if quick else 3
+    if opts.tmpdir is None:
+        opts.tmpdir = default_tmpdir()
+    if opts.idle_count is None:
+        opts.idle_count = 200 if quick else 2000
+    opts.drain_timeout = 10.0
+    opts.stall_timeout = 10.0
+    opts.idle_timeout = 45.0
+    if opts.duration <= 0 or opts.warmup < 0 or opts.repeat < 1 or opts.idle_count < 1:
+        p.error("--duration, --repeat and --idle-count must be positive, --warmup >= 0")
+    if not 1 <= opts.gen_procs <= 2:
+        p.error("--gen-procs must be 1 or 2")
+    opts.case_list = [c.strip() for c in opts.cases.split(",") if c.strip()]
+    bad = [c for c in opts.case_list if c not in CASE_NAMES]
+    if bad:
+        p.error(f"unknown case(s) {bad}; choose from {', '.join(CASE_NAMES)}")
+    opts.manager_list = [m.strip() for m in opts.managers.split(",") if m.strip()]
+    bad = [m for m in opts.manager_list if m not in managers.MANAGERS]
+    if bad:
+        p.error(f"unknown manager(s) {bad}; choose from netmgr, msl")
+    return opts
+
+
+def build_cases(opts):
+    table = {
+        "seq": LoadCase("seq", 1, 1, 10),
+        "c8w16": LoadCase("c8w16", 8, 16, 10),
+        "c8w16_100k": LoadCase("c8w16_100k", 8, 16, 100_000),
+        "idle2000": IdleCase("idle2000", opts.idle_count),
+    }
+    return [table[n] for n in opts.case_list]
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv=None):
+    opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    nofile = procs.raise_nofile_limit()
+    cases = build_cases(opts)
+    keys = list(opts.manager_list)
+    notes = []
+    if "netmgr" in keys:
+        ok, why = managers.netmgr_available()
+        if not ok:
+            keys.remove("netmgr")
+            notes.append(f"netmgr skipped: {why}")
+            print(f"note: netmgr skipped ({why})", file=sys.stderr)
+    need = max((c.count for c in cases if isinstance(c, IdleCase)), default=0) + 64
+    if nofile < need:
+        print(f"warning: RLIMIT_NOFILE is {nofile}, idle case needs ~{need}", file=sys.stderr)
+    machine = machine_info()
+    results = {c.name: {} for c in cases}
+    tmproot = Path(tempfile.mkdtemp(prefix="netmgr-bench-", dir=opts.tmpdir))
+    machine["tmpdir"] = f"{tmproot.parent} ({fs_type(tmproot)})"
+    failed = interrupted = False
+    t_all = time.monotonic()
+    try:
+        for rep in range(opts.repeat):
+            order = keys if rep % 2 == 0 else keys[::-1]  # alternate who goes first
+            for case in cases:
+                runner = run_idle_case if isinstance(case, IdleCase) else run_load_case
+                rows = IDLE_ROWS if isinstance(case, IdleCase) else LOAD_ROWS
+                for key in order:
+                    tmp = tmproot / f"{case.name}-{key}-{rep}"
+                    tmp.mkdir(parents=True)
+                    t0 = time.monotonic()
+                    try:
+                        m = runner(key, case, opts, tmp)
+                        msg = short(m, rows)
+                    except (CaseError, managers.ManagerError, OSError, ProtocolFailure, ValueError) as exc:
+                        failed = True
+                        m = {"error": f"{type(exc).__name__}: {exc}"}
+                        msg = "FAILED: " + m["error"]
+                    except Exception as exc:  # a bug here: report it, keep the other runs going
+                        failed = True
+                        m = {"error": f"{type(exc).__name__}: {exc}"}
+                        msg = "FAILED (bench bug?):\n" + traceback.format_exc()
+                    finally:
+                        procs.stop_all()
+                    results[case.name].setdefault(key, []).append(m)
+                    print(f"[{rep + 1}/{opts.repeat}] {case.name:11} {key:7} {msg}  "
+                          f"({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: stopping every child process", file=sys.stderr)
+    finally:
+        procs.stop_all()
+        if opts.keep_tmp:
+            print(f"temp dir kept: {tmproot}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmproot, ignore_errors=True)
+
+    report = render(cases, results, keys, opts, machine)
+    if interrupted:
+        report += "\nINTERRUPTED: the figures above are partial"
+    for n in notes:
+        report += f"\nnote: {n}"
+    report += f"\ntotal time {time.monotonic() - t_all:.0f} s"
+    print(report)
+    if opts.json:
+        doc = {"machine": machine, "notes": notes, "interrupted": interrupted,
+               "options": {k: getattr(opts, k) for k in ("quick", "duration", "warmup", "repeat",
+                                                         "idle_count", "gen_procs")},
+               "cases": {c.name: {"title": c.title,
+                                  "median": {k: summarize(results[c.name].get(k, []),
+                                                          IDLE_ROWS if isinstance(c, IdleCase) else LOAD_ROWS)
+                                             for k in keys},
+                                  "runs": results[c.name]} for c in cases}}
+        Path(opts.json).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    if interrupted:
+        return 130
+    return 1 if failed else 0
