@@ -81,6 +81,8 @@ class Manager:
         self.users = self.hostnames_table = self.connections_table = None
         self.login = self.admin = None
         self._events = None
+        self._dirty = []  # sessions with output queued during this turn of the hub
+        self._flush_scheduled = False
         self._background = []
         self.reloader = None  # callable(manager) that re-reads configuration (set by netmgr.server)
         self._stopped = Event()
@@ -234,6 +236,20 @@ class Manager:
         tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         tls.do_handshake()
         return tls
+
+    def schedule_flush(self, session):
+        """Flush ``session`` once the running greenlet yields: after a whole chunk of input
+        has been dispatched, so each destination gets one ``send`` per turn of the hub."""
+        self._dirty.append(session)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            gevent.get_hub().loop.run_callback(self._flush_dirty)
+
+    def _flush_dirty(self):
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for session in dirty:
+            session.flush()
 
     # ------------------------------------------------------------------ background work
     def offload(self, function, *args):

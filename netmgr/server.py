@@ -4,6 +4,7 @@
 database table, the authentication mode, and last ``Network Manager running on <host>:<port>
 (TLS ENABLED|DISABLED)``; harnesses match the first and the last (reference section 3).
 """
+import logging
 import os
 import time
 
@@ -37,9 +38,9 @@ def auth_mode(auth_hostname, auth_login, auth_password):
     return chosen[0] if chosen else "none"
 
 
-def tls_context(host, cert_file, key_file, key_password, logger):
+def tls_context(host, cert_file, key_file, key_password, logger, home=None):
     """Choose the certificate and key as 1.0 does (reference section 3, start, step 3)."""
-    default_cert, default_key = config.default_cert_and_key(host)
+    default_cert, default_key = config.default_cert_and_key(host, home)
     if cert_file is None and key_file is None:
         cert_file, key_file, created = crypto.ensure_certificate(
             default_cert, default_key, key_password, hostname=host)
@@ -58,15 +59,16 @@ def tls_context(host, cert_file, key_file, key_password, logger):
     return context
 
 
-def _reload_tls(mgr, host, cert_file, key_file, key_password, logger):
+def _reload_tls(mgr, host, cert_file, key_file, key_password, logger, home=None):
     """SIGHUP: load the certificate and key again; new connections use them, old ones keep theirs."""
-    mgr.settings.ssl_context = tls_context(host, cert_file, key_file, key_password, logger)
+    mgr.settings.ssl_context = tls_context(host, cert_file, key_file, key_password, logger, home)
 
 
 def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_tls, host,
         key_file, key_file_password, port, log_level, log_file, max_connections,
         handshake_timeout, max_line_size, max_queue_size, bcrypt_rounds, max_auth_failures,
-        auth_lockout):
+        auth_lockout, home=None):
+    """Run a Manager until it is stopped. `home` (:mod:`netmgr.config`) places the default files."""
     from netmgr import manager
 
     try:
@@ -76,17 +78,17 @@ def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_t
     port = parse_port(port)
     mode = auth_mode(auth_hostname, auth_login, auth_password)
     if log_file is None:
-        log_file = os.path.join(config.log_dir(), time.strftime("manager-%Y-%m-%d-%H-%M-%S.log"))
+        log_file = os.path.join(config.log_dir(home), time.strftime("manager-%Y-%m-%d-%H-%M-%S.log"))
     os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
     log.configure(level, log_file)
     logger = log.get_logger()
 
     context = None
     if not disable_tls:
-        context = tls_context(host, cert_file, key_file, secret_value(key_file_password), logger)
+        context = tls_context(host, cert_file, key_file, secret_value(key_file_password), logger, home)
     settings = manager.Settings(
         host=host, port=port, auth_mode=mode, password=secret_value(auth_password),
-        database=database or config.database_path(), ssl_context=context,
+        database=database or config.database_path(home), ssl_context=context,
         max_connections=max_connections, handshake_timeout=handshake_timeout,
         line_limit=max_line_size, queue_limit=max_queue_size, bcrypt_rounds=bcrypt_rounds,
         max_auth_failures=max_auth_failures, auth_lockout=auth_lockout)
@@ -101,7 +103,10 @@ def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_t
         raise UsageError(f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc}") from None
     if not disable_tls:
         mgr.reloader = lambda m: _reload_tls(m, host, cert_file, key_file,
-                                             secret_value(key_file_password), logger)
+                                             secret_value(key_file_password), logger, home)
     tls = "DISABLED" if disable_tls else "ENABLED"
-    logger.info(f"Network Manager running on {host or manager.HOSTNAME}:{mgr.port} (TLS {tls})")
+    running = f"Network Manager running on {host or manager.HOSTNAME}:{mgr.port} (TLS {tls})"
+    logger.info(running)
+    if level > logging.INFO:  # harnesses wait for this line whatever the log level
+        print(running, flush=True)
     mgr.serve_forever()

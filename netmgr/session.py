@@ -11,7 +11,6 @@ import collections
 import json
 
 import gevent
-from gevent.event import Event
 
 from netmgr import log, protocol
 from netmgr.protocol import (CRLF, DISCONNECT_REQUEST, NOTIFICATION_UID, REPLY_KEYS, LineReader,
@@ -51,8 +50,8 @@ class Session:
         self._eof = False
         self._out = collections.deque()
         self._queued = 0
-        self._wake = Event()
-        self._draining = False
+        self._dirty = False  # a flush of this session is scheduled
+        self._direct = True  # plain TCP: the hub callback may send; TLS goes through the writer
         self._writer = None
         self._greenlet = None
 
@@ -64,8 +63,9 @@ class Session:
         try:
             try:
                 with gevent.Timeout(settings.handshake_timeout, HandshakeFailed("handshake timed out")):
-                    self.sock = self.manager.wrap_tls(self.sock)  # the Manager speaks after TLS
-                    self._writer = gevent.spawn(self._write_loop)
+                    tls = self.manager.wrap_tls(self.sock)  # the Manager speaks after TLS
+                    self._direct = tls is self.sock
+                    self.sock = tls
                     identified = self._handshake()
             except HandshakeFailed as exc:
                 self.log.info("handshake_failed", reason=str(exc))
@@ -90,12 +90,13 @@ class Session:
             for session, message in self.manager.registry.remove(self.record):
                 session.send(dumps(message))
             self.manager.record(self, "disconnected")
+        if flush and self._out and self._writer is None:
+            self._writer = gevent.spawn(self._write_loop)  # a rejection must reach the peer
         if self._writer is not None:
-            if flush and self._out:
-                self._draining = True  # the writer returns once the queue is empty
-                self._wake.set()
+            if flush:
                 self._writer.join(timeout=self.manager.settings.stop_timeout)
-            self._writer.kill(block=False)
+            if self._writer is not None:
+                self._writer.kill(block=False)
         try:
             self.sock.close()
         except OSError:
@@ -113,7 +114,12 @@ class Session:
 
     # ------------------------------------------------------------------ output
     def send(self, data):
-        """Queue ``data`` for this peer; never blocks. Overflow drops the peer (6.16)."""
+        """Queue ``data`` for this peer; never blocks. Overflow drops the peer (6.16).
+
+        Everything queued while the current chunk is dispatched leaves in one non-blocking
+        ``send`` from a hub callback (:meth:`flush`); only a peer whose socket is full gets a
+        writer greenlet, which then owns the queue until it is empty.
+        """
         if self.closed:
             return
         queued = self._queued + len(data)
@@ -122,27 +128,48 @@ class Session:
             return
         self._queued = queued
         self._out.append(data)
-        if not self._wake.is_set():
-            self._wake.set()
+        if self._writer is None and not self._dirty:
+            self._dirty = True
+            self.manager.schedule_flush(self)
+
+    def flush(self):
+        """Send what is queued without blocking; hand the rest to a writer greenlet."""
+        self._dirty = False
+        out = self._out
+        if self._writer is not None or not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        sent = 0
+        if self._direct:
+            try:
+                sent = self.sock.send(data, 0, 0.0)  # timeout 0: EAGAIN raises instead of waiting
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                self._queued = 0
+                self.abort(f"write failed: {exc}")
+                return
+        self._queued -= sent
+        if sent < len(data):
+            out.appendleft(data[sent:] if sent else data)
+            self._writer = gevent.spawn(self._write_loop)
 
     def _write_loop(self):
-        out, wake, sendall = self._out, self._wake, self.sock.sendall
+        out, sendall = self._out, self.sock.sendall
         try:
-            while True:
-                wake.wait()
-                wake.clear()
-                while out:
-                    if len(out) == 1:
-                        data = out.popleft()
-                    else:
-                        data = b"".join(out)
-                        out.clear()
-                    self._queued -= len(data)
-                    sendall(data)
-                if self._draining:
-                    return
+            while out:
+                if len(out) == 1:
+                    data = out.popleft()
+                else:
+                    data = b"".join(out)
+                    out.clear()
+                self._queued -= len(data)
+                sendall(data)
         except OSError as exc:
             self.abort(f"write failed: {exc}")
+        finally:
+            self._writer = None
 
     def reply(self, value, uid):
         self.send(dumps(protocol.result(value, self.name, uid)))
