@@ -1,24 +1,64 @@
-"""Where netmgr's files live.
+"""Settings, and where netmgr's files live, in one place.
 
-netmgr keeps msl-network 1.0's layout (reference section 2, "Paths") so that a site that ran
+Precedence, lowest first (STYLE.md layout)::
+
+    built-in defaults  <  the config file  <  NETMGR_* environment variables  <  command-line flags
+
+The config file is ``/etc/netmgr/netmgr.conf`` (:data:`SYSTEM_CONFIG`) if it exists, or the file
+named by ``--config`` or ``$NETMGR_CONFIG`` (which must then exist). It is INI with one
+``[netmgr]`` section whose keys are those of :data:`KEYS`; ``etc/netmgr/netmgr.conf`` in the
+source tree documents each one. Every key ``k`` also has the environment variable
+``NETMGR_<K>`` (``port`` -> ``NETMGR_PORT``). An empty value, in the file or the environment,
+means "not set".
+
+Files keep msl-network 1.0's layout (reference section 2, "Paths") so that a site that ran
 ``msl-network start`` keeps its users, trusted hostnames and the certificate its clients have
 cached::
 
     HOME/certs/<host or localhost>.crt    HOME/keys/<host or localhost>.key
     HOME/manager.sqlite3                  HOME/logs/
 
-HOME is ``$NETMGR_HOME``, else ``$MSL_NETWORK_HOME``, else ``~/.msl/network`` of the invoking
-user (under ``sudo``, ``$SUDO_USER``'s home, as 1.0 does).
+HOME is the ``home`` key. Its environment layer is ``$NETMGR_HOME``, else 1.0's
+``$MSL_NETWORK_HOME``; its default is ``~/.msl/network`` of the invoking user (under ``sudo``,
+``$SUDO_USER``'s home, as 1.0 does). ``database``, ``cert_file``, ``key_file`` and ``log_file``
+default to their place under HOME.
+
+This module reads files and the environment; it writes nothing and opens no sockets.
 """
+import configparser
+import math
 import os
+
+from netmgr.errors import UsageError
+
+SYSTEM_CONFIG = "/etc/netmgr/netmgr.conf"
+"""The config file read when neither ``--config`` nor ``$NETMGR_CONFIG`` names one (if it exists)."""
+
+CONFIG_ENV = "NETMGR_CONFIG"
+ENV_PREFIX = "NETMGR_"
+SECTION = "netmgr"
+AUTH_MODES = ("none", "password", "login", "hostname")
+SECRET_KEYS = ("auth_password", "key_file_password")
+
+
+class ConfigError(UsageError):
+    """A config file or environment value that cannot be used; the text names where it came from."""
+
+
+# ------------------------------------------------------------------------------ home and layout
+
+def default_home():
+    """``~/.msl/network`` of the invoking user (``$SUDO_USER`` under sudo), as 1.0."""
+    return os.path.join(os.path.expanduser("~" + os.environ.get("SUDO_USER", "")), ".msl", "network")
 
 
 def home_dir():
+    """HOME from the environment alone: ``$NETMGR_HOME``, else ``$MSL_NETWORK_HOME``, else the default."""
     for name in ("NETMGR_HOME", "MSL_NETWORK_HOME"):
         value = os.environ.get(name)
         if value:
             return os.path.abspath(os.path.expanduser(value))
-    return os.path.join(os.path.expanduser("~" + os.environ.get("SUDO_USER", "")), ".msl", "network")
+    return default_home()
 
 
 def cert_dir(home=None):
@@ -41,3 +81,250 @@ def default_cert_and_key(host=None, home=None):
     """``certs/<host>.crt`` and ``keys/<host>.key``; ``localhost`` when no host is given (1.0)."""
     stem = host or "localhost"
     return (os.path.join(cert_dir(home), f"{stem}.crt"), os.path.join(key_dir(home), f"{stem}.key"))
+
+
+# ------------------------------------------------------------------------------ value parsers
+
+def _path(text):
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def _log_file(text):
+    return "" if text.strip().lower() == "none" else _path(text)  # "none": no log file
+
+
+def _int(low, high=None):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise ValueError(f"must be an integer {bound}, got {text!r}")
+        return value
+    return parse
+
+
+def _float(low):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low:
+            raise ValueError(f"must be a number >= {low}, got {text!r}")
+        return value
+    return parse
+
+
+def _bool(text):
+    value = text.strip().lower()
+    if value in ("1", "yes", "true", "on"):
+        return True
+    if value in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"must be yes or no, got {text!r}")
+
+
+def _auth(text):
+    value = text.strip().lower()
+    if value not in AUTH_MODES:
+        raise ValueError(f"must be one of {', '.join(AUTH_MODES)}, got {text!r}")
+    return value
+
+
+def _log_level(text):
+    from netmgr.log import parse_level
+
+    parse_level(text)  # ValueError: Cannot set logging level to 'X'
+    return text
+
+
+def _text(text):
+    return text
+
+
+#: key -> (parser of its text, built-in default). None defaults are derived from HOME or mean "off".
+KEYS = {
+    "home": (_path, None),
+    "database": (_path, None),
+    "host": (_text, None),
+    "port": (_int(0, 65535), 1875),
+    "disable_tls": (_bool, False),
+    "cert_file": (_path, None),
+    "key_file": (_path, None),
+    "key_file_password": (_text, None),
+    "auth": (_auth, "none"),
+    "auth_password": (_text, None),
+    "log_level": (_log_level, "INFO"),
+    "log_file": (_log_file, None),
+    "max_connections": (_int(1), 10000),
+    "handshake_timeout": (_float(0.1), 30.0),
+    "max_line_size": (_int(1024), 256 * 1024 * 1024),
+    "max_queue_size": (_int(1024), 512 * 1024 * 1024),
+    "bcrypt_rounds": (_int(4, 31), 12),
+    "max_auth_failures": (_int(1), 5),
+    "auth_lockout": (_float(0), 30.0),
+}
+DEFAULTS = {key: default for key, (_, default) in KEYS.items()}
+
+
+def env_name(key):
+    return ENV_PREFIX + key.upper()
+
+
+# ------------------------------------------------------------------------------ the settings
+
+class Config:
+    """Resolved settings (``cfg.port``, ``cfg.database`` …); ``cfg.source(key)``: where each came from."""
+
+    def __init__(self, values, sources, path=None):
+        self._values = dict(values)
+        self._sources = dict(sources)
+        self.path = path  # the config file that was read, or None
+
+    def __getattr__(self, key):
+        try:
+            return self.__dict__["_values"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def source(self, key):
+        return self._sources.get(key, "default")
+
+    def override(self, **flags):
+        """A copy where every flag that is not None wins (the command line)."""
+        values, sources = dict(self._values), dict(self._sources)
+        for key, value in flags.items():
+            if key not in KEYS:
+                raise KeyError(f"unknown setting {key!r}")
+            if value is not None:
+                values[key], sources[key] = value, "command line"
+        return Config(values, sources, self.path)
+
+    # derived paths -----------------------------------------------------------------------------
+    @property
+    def home(self):
+        return self._values["home"] or default_home()
+
+    @property
+    def database(self):
+        return self._values["database"] or database_path(self.home)
+
+    def cert_and_key(self, host=None):
+        """The certificate and key: the configured ones, else ``certs/<host>.crt``, ``keys/<host>.key``."""
+        cert, key = default_cert_and_key(host, self.home)
+        return self._values["cert_file"] or cert, self._values["key_file"] or key
+
+    def items(self):
+        """``[(key, shown value, source)]`` for every key; secrets are shown as ``<set>``."""
+        rows = []
+        for key in KEYS:
+            value = getattr(self, key) if key in ("home", "database") else self._values[key]
+            if key in SECRET_KEYS and value is not None:
+                value = "<set>"
+            rows.append((key, value, self.source(key) if key not in ("home", "database")
+                         or self._values[key] else self._derived_source(key)))
+        return rows
+
+    def _derived_source(self, key):
+        return "default" if key == "home" else f"home ({self.source('home')})"
+
+    def as_dict(self):
+        return {key: value for key, value, _ in self.items()}
+
+    # netmgr start --------------------------------------------------------------------------------
+    def start_options(self, auth_hostname=False, auth_login=False, auth_password=None):
+        """Keyword arguments of :func:`netmgr.server.run`.
+
+        Authentication flags on the command line replace the configured ``auth`` entirely (so
+        ``--auth-login`` overrides ``auth = password``); without any, ``auth`` decides.
+        """
+        if not (auth_hostname or auth_login or auth_password is not None):
+            mode = self.auth
+            auth_hostname, auth_login = mode == "hostname", mode == "login"
+            if mode == "password":
+                auth_password = self.auth_password
+                if auth_password is None:
+                    raise ConfigError(f"auth = password needs auth_password ({self.source('auth')})")
+        values = self._values
+        return dict(
+            auth_hostname=bool(auth_hostname), auth_login=bool(auth_login), auth_password=auth_password,
+            cert_file=values["cert_file"], key_file=values["key_file"],
+            key_file_password=values["key_file_password"], database=self.database,
+            disable_tls=bool(values["disable_tls"]), host=values["host"], port=values["port"],
+            log_level=values["log_level"], log_file=values["log_file"],
+            max_connections=values["max_connections"], handshake_timeout=values["handshake_timeout"],
+            max_line_size=values["max_line_size"], max_queue_size=values["max_queue_size"],
+            bcrypt_rounds=values["bcrypt_rounds"], max_auth_failures=values["max_auth_failures"],
+            auth_lockout=values["auth_lockout"], home=self.home)
+
+
+def config_file(explicit=None, environ=None):
+    """``(path, required)``: ``--config``, else ``$NETMGR_CONFIG``, else :data:`SYSTEM_CONFIG`."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        return explicit, True
+    if environ.get(CONFIG_ENV):
+        return environ[CONFIG_ENV], True
+    return SYSTEM_CONFIG, False
+
+
+def read_file(path, required=True):
+    """``{key: text}`` of the ``[netmgr]`` section of `path`; {} when an optional file is missing."""
+    if not os.path.exists(path):
+        if required:
+            raise ConfigError(f"Cannot find the config file {path}")
+        return {}
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0no-defaults")
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f, source=path)
+    except OSError as exc:
+        hint = "" if required else f" (set {CONFIG_ENV} to another file, or to /dev/null for none)"
+        raise ConfigError(f"Cannot read the config file {path}: {exc.strerror or exc}{hint}") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"Invalid config file {path}: {' '.join(str(exc).split())}") from None
+    extra = [s for s in parser.sections() if s != SECTION]
+    if extra:
+        raise ConfigError(f"{path}: unknown section [{extra[0]}] (only [{SECTION}] is read)")
+    if not parser.has_section(SECTION):
+        return {}
+    texts = dict(parser.items(SECTION))
+    for key in texts:
+        if key not in KEYS:
+            raise ConfigError(f"{path}: unknown key {key!r} in [{SECTION}]")
+    return texts
+
+
+def environment(environ=None):
+    """``{key: (text, variable name)}`` of the NETMGR_* variables that are set and not empty."""
+    environ = os.environ if environ is None else environ
+    found = {}
+    for key in KEYS:
+        name = env_name(key)
+        if environ.get(name, "").strip():
+            found[key] = (environ[name], name)
+    if "home" not in found and environ.get("MSL_NETWORK_HOME", "").strip():
+        found["home"] = (environ["MSL_NETWORK_HOME"], "MSL_NETWORK_HOME")  # 1.0's variable
+    return found
+
+
+def load(path=None, environ=None):
+    """The settings from the defaults, the config file and the environment (no flags yet)."""
+    path, required = config_file(path, environ)
+    values, sources = dict(DEFAULTS), {}
+    file_texts = read_file(path, required)
+    layers = [({k: (v, path) for k, v in file_texts.items()}, lambda where, k: f"{where}: {k}"),
+              (environment(environ), lambda where, k: where)]
+    for texts, label in layers:
+        for key, (text, where) in texts.items():
+            if not text.strip():
+                continue
+            try:
+                values[key] = KEYS[key][0](text.strip())
+            except ValueError as exc:
+                raise ConfigError(f"{label(where, key)}: {exc}") from None
+            sources[key] = where
+    return Config(values, sources, path if file_texts or required else None)

@@ -1,0 +1,295 @@
+"""What the administration commands do: users, trusted hostnames, the connection log, keys and
+certificates. :mod:`netmgr.cli` parses the options, calls one function here and prints what it
+returns; the wording of every result and error is msl-network 1.0's (reference section 3).
+
+Errors are exceptions: :class:`Failed` carries a text to print as it is, anything else is
+printed as ``<ExcName>: <message>`` (1.0's form, e.g. ``ValueError: A user with the name 'x'
+already exists``). Nothing here prompts; a password that may have to be asked for is passed as
+a callable that is only called once the other arguments have been checked.
+"""
+import contextlib
+import math
+import os
+import re
+
+from netmgr import crypto, models
+from netmgr.errors import UsageError
+
+
+_USERNAME_INVALID = re.compile(r":\d+$")  # 1.0's rule, checked before a password is asked for
+
+
+class Failed(Exception):
+    """The command failed; the text is printed as it is (1.0's words, without an exception name)."""
+
+
+# -------------------------------------------------------------------------------------- secrets
+
+def secret(value, announce=None):
+    """1.0's password values: the text itself, or the first line of the file it names.
+
+    `announce` is called with 1.0's message when the value was a file, e.g. ``announce("Reading
+    the password from the file")`` (the caller chooses the words).
+    """
+    if value is not None and os.path.isfile(value):
+        if announce is not None:
+            announce()
+        return read_secret_file(value)
+    return value
+
+
+def read_secret_file(path):
+    """The first line of `path`, stripped (1.0's rule for password files)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip()
+    except OSError as exc:
+        raise Failed(f"Cannot read the password file {path}: {exc.strerror or exc}") from None
+
+
+# ------------------------------------------------------------------------------------ ownership
+
+def adopt_owner(path, home):
+    """Give what root created under a home owned by a service user to that user.
+
+    ``netmgr user add`` or ``keygen`` run by root on a host whose Manager runs as ``netmgr``
+    (``/var/lib/netmgr``) would otherwise leave a database or key the service cannot open.
+    `path` and each of its parents below `home` that root owns are given home's owner and group.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not path or not home:
+        return
+    home = os.path.abspath(home)
+    try:
+        st = os.stat(home)
+    except OSError:
+        return
+    if st.st_uid == 0:
+        return
+    current = os.path.abspath(path)
+    while current.startswith(home + os.sep):
+        with contextlib.suppress(OSError):
+            if os.stat(current).st_uid == 0:
+                os.chown(current, st.st_uid, st.st_gid)
+        current = os.path.dirname(current)
+
+
+# ------------------------------------------------------------------------------------- database
+
+@contextlib.contextmanager
+def database(path, home=None, must_exist=False, seed_hostnames=False):
+    """Open the Manager's database (creating it, and its parents, unless `must_exist`)."""
+    if path != ":memory:" and not os.path.isfile(path):
+        if must_exist:
+            raise Failed(f"Cannot find the database {path}")
+    models.open_db(path, seed_hostnames=seed_hostnames)
+    try:
+        yield path
+    finally:
+        models.close_db()
+        adopt_owner(path, home)
+
+
+def table(headers, rows):
+    """Columns separated by one space, a ``=`` rule under the headers; the last column unpadded.
+
+    This is 1.0's ``user list`` layout (``Username     Administrator`` / ``============ =====``).
+    """
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
+
+    def line(cells):
+        return " ".join(c.ljust(w) for c, w in zip(cells[:-1], widths)) + (" " if len(cells) > 1 else "") \
+            + cells[-1]
+
+    return "\n".join([line(headers), " ".join("=" * w for w in widths)] + [line(r) for r in rows])
+
+
+# ---------------------------------------------------------------------------------------- users
+
+def list_users(path, home=None):
+    """``{"database": path, "users": [{"username", "admin"}]}``, sorted as 1.0 sorts (str order)."""
+    with database(path, home):
+        users = models.users.users()
+    return {"database": path, "users": [{"username": u, "admin": bool(a)} for u, a in users]}
+
+
+def format_users(result):
+    users = result["users"]
+    if not users:
+        return "There are no users in the database"
+    rows = [(u["username"], u["admin"]) for u in users]
+    return f"Users in {result['database']}\n\n" + table(["Username", "Administrator"], rows)
+
+
+def _need_username(username, action):
+    if not username:
+        raise UsageError(f"ValueError: You must specify a username to {action}")
+
+
+def add_user(path, action, username, get_password, admin=False, rounds=None, home=None):
+    """``<user> has been added`` (or ``inserted``); `get_password()` runs after the checks."""
+    _need_username(username, action)
+    with database(path, home):
+        users = models.UsersTable()
+        if _USERNAME_INVALID.search(username):  # before asking for a password
+            raise ValueError('A username cannot end with ":<integer>"')
+        if users.is_user_registered(username):
+            raise ValueError(f"A user with the name {username!r} already exists")
+        users.insert(username, get_password(), is_admin=admin, rounds=rounds)
+    return f"{username} has been {action}ed"
+
+
+def update_user(path, username, get_password=None, admin=None, rounds=None, home=None):
+    """``Updated <user>``: only what is given changes (1.0 also reset the admin flag)."""
+    _need_username(username, "update")
+    with database(path, home):
+        users = models.UsersTable()
+        if not users.is_user_registered(username):
+            raise ValueError(f"Cannot update {username!r}. This user is not in the table.")
+        password = get_password() if get_password is not None else None
+        users.update(username, password=password, is_admin=admin, rounds=rounds)
+    return f"Updated {username}"
+
+
+def remove_user(path, action, username, home=None):
+    """``<user> has been removed`` (or ``deleted``)."""
+    _need_username(username, action)
+    with database(path, home):
+        try:
+            models.users.delete(username)
+        except ValueError:
+            raise ValueError(f"Cannot {action} {username!r}. This user is not in the table.") from None
+    return f"{username} has been {action}d"
+
+
+# ------------------------------------------------------------------------------------ hostnames
+
+def list_hostnames(path, home=None):
+    """``{"database": path, "hostnames": [...]}``; a new table gets this computer's aliases (1.0)."""
+    with database(path, home, seed_hostnames=True):
+        return {"database": path, "hostnames": models.hostnames.hostnames()}
+
+
+def format_hostnames(result):
+    lines = [f"Trusted devices in {result['database']}", "", "Hostnames:"]
+    return "\n".join(lines + [f"  {name}" for name in result["hostnames"]])
+
+
+def add_hostnames(path, action, names, home=None):
+    """``Added <name>`` (or ``Inserted``) per name; an existing name is left as it is."""
+    if not names:
+        raise UsageError(f"No hostnames were {action}ed")
+    with database(path, home, seed_hostnames=True):
+        for name in names:
+            models.hostnames.insert(name)
+    return [f"{action.title()}ed {name}" for name in names]
+
+
+def remove_hostnames(path, action, names, home=None):
+    """``[(ok, text)]``: ``Removed <name>``, or ``Cannot remove '<name>'. This hostname is not in …``."""
+    if not names:
+        raise UsageError(f"No hostnames were {action}d")
+    done = []
+    with database(path, home, seed_hostnames=True):
+        for name in names:
+            try:
+                models.hostnames.delete(name)
+            except ValueError:
+                done.append((False, f"Cannot {action} {name!r}. This hostname is not in the table."))
+            else:
+                done.append((True, f"{action.title()}d {name}"))
+    return done
+
+
+# ---------------------------------------------------------------------------------- connections
+
+CONNECTION_FIELDS = ("pid", "datetime", "ip_address", "domain", "port", "message")
+
+
+def parse_when(text, option):
+    """A ``--since``/``--until`` value: ``YYYY-MM-DD`` or ``YYYY-MM-DD[T ]HH:MM[:SS]``."""
+    if text is None:
+        return None
+    try:
+        models.to_iso(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option} must be a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM:SS), "
+                         f"got {text!r}") from None
+    return text
+
+
+def list_connections(path, since=None, until=None, home=None):
+    """``{"database", "connections": [{pid, datetime, ip_address, domain, port, message}]}``."""
+    since, until = parse_when(since, "--since"), parse_when(until, "--until")
+    with database(path, home, must_exist=True):
+        rows = models.connections.connections(since, until)
+    return {"database": path, "connections": [dict(zip(CONNECTION_FIELDS, row)) for row in rows]}
+
+
+def format_connections(result):
+    rows = result["connections"]
+    if not rows:
+        return f"There are no connections in {result['database']} for this period"
+    body = table(["Time", "Address", "Port", "Domain", "Message"],
+                 [(r["datetime"], r["ip_address"], r["port"], r["domain"], r["message"]) for r in rows])
+    return f"Connections in {result['database']}\n\n{body}"
+
+
+# ------------------------------------------------------------------------- keys and certificates
+
+def _positive_size(size):
+    try:
+        value = int(size)
+    except (TypeError, ValueError):
+        value = 0
+    if value <= 0:
+        raise UsageError("ValueError: The --size value must be a positive integer")
+    return value
+
+
+def _positive_years(years):
+    try:
+        value = float(years)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:  # 1.0 accepted nan (reference 6.2 item 22)
+        raise UsageError("ValueError: The --years-valid value must be a positive number")
+    return value
+
+
+def keygen(out, algorithm="rsa", size=2048, curve="SECP384R1", password=None, home=None):
+    """``Created private RSA key '<out>'``. The key is written with mode 0600."""
+    size = _positive_size(size)
+    crypto.generate_key(out, algorithm=algorithm, password=password, size=size, curve=curve)
+    adopt_owner(out, home)
+    return f"Created private {algorithm.upper()} key {out!r}"
+
+
+def certgen(out, key_file, key_password=None, algorithm="SHA256", years_valid=100, host=None,
+            show=False, home=None):
+    """``Created the self-signed certificate '<out>'``, and with `show` an empty line and the dump."""
+    years = _positive_years(years_valid)
+    crypto.generate_certificate(out, key_file, key_password=key_password, algorithm=algorithm,
+                                years_valid=years, hostname=host)
+    adopt_owner(out, home)
+    adopt_owner(key_file, home)
+    text = f"Created the self-signed certificate {out!r}"
+    if show:
+        text += "\n\n" + crypto.dump_certificate(out)
+    return text
+
+
+def certdump(certfile, out=None):
+    """The details of `certfile`, or ``Dumped the certificate details to <out>`` after writing them."""
+    if not os.path.isfile(certfile):
+        raise Failed(f"Cannot find {certfile}")
+    details = crypto.dump_certificate(certfile)
+    if out is None:
+        return details
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(f"Certificate details for {certfile}\n")
+        f.write(details)
+    return f"Dumped the certificate details to {out}"
+
