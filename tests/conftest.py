@@ -89,7 +89,9 @@ def netmgr_factory(netmgr_home):
 
     def start(*args, tls=False, port=0, host="127.0.0.1", env=None):
         argv = netmgr_argv("-H", host, "-p", str(port), *(() if tls else ("--disable-tls",)), *args)
-        environ = dict(os.environ, NETMGR_HOME=str(netmgr_home), **(env or {}))
+        # NETMGR_CONFIG=/dev/null: a real /etc/netmgr/netmgr.conf on the machine must not leak in
+        environ = dict(os.environ, NETMGR_HOME=str(netmgr_home), NETMGR_CONFIG=os.devnull,
+                       **(env or {}))
         mgr = ManagerProcess(argv, env=environ)
         started.append(mgr)
         return mgr
