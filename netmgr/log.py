@@ -1,11 +1,22 @@
-"""structlog configuration, and nothing else.
+"""structlog configuration, and the journal's native protocol for it under systemd.
 
 Events are ``snake_case`` names with key=value fields (STYLE.md rule 8), rendered as
 ``<time> [<level>] <event> k=v …`` on a terminal or in a file, and as one JSON object per line
-when ``json=True`` (the journal). The start-up line keeps 1.0's text because harnesses match
-its suffix: ``Network Manager running on <host>:<port> (TLS ENABLED|DISABLED)``.
+when ``json=True``. The start-up line keeps 1.0's text because harnesses match its suffix:
+``Network Manager running on <host>:<port> (TLS ENABLED|DISABLED)``.
+
+Under systemd (``$JOURNAL_STREAM`` names the very stream stdout is) events go to the journal
+by its native protocol, one field per key, so ``journalctl -u netmgr -o json`` shows ``EVENT=``,
+``PEER=`` …; when the journal's socket is missing they fall back to JSON lines on stdout.
+The log file keeps the text format.
 """
+import errno
+import fcntl
 import logging
+import os
+import re
+import socket
+import struct
 import sys
 
 import orjson
@@ -17,14 +28,125 @@ LOGGER_NAME = "netmgr"
 def _render_text(_, __, event_dict):
     timestamp = event_dict.pop("timestamp", "")
     level = event_dict.pop("level", "info").upper()
+    return f"{timestamp} [{level:<7}] " + _message(event_dict)
+
+
+def _message(event_dict):
+    """``<event> k=v …`` of an event without its time and level."""
     event = event_dict.pop("event", "")
     fields = " ".join(f"{k}={v!r}" if isinstance(v, str) and " " in v else f"{k}={v}"
                       for k, v in event_dict.items())
-    return f"{timestamp} [{level:<7}] {event}" + (f" {fields}" if fields else "")
+    return f"{event}" + (f" {fields}" if fields else "")
 
 
 def _render_json(_, __, event_dict):
     return orjson.dumps(event_dict, default=str).decode()
+
+
+# ------------------------------------------------------------------------------------ journal
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+SYSLOG_IDENTIFIER = "netmgr"
+#: syslog priorities of the log levels (sd-journal's PRIORITY=)
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3,
+              "critical": 2, "fatal": 2}
+#: fields this module sets itself; an event key of the same name is sent as NETMGR_<KEY>
+_OWN_FIELDS = {"MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "EVENT", "TIMESTAMP", "LEVEL"}
+_NOT_FIELD = re.compile(r"[^A-Z0-9_]")
+
+
+def journal_stream_is_stdout(environ=None, stream=None):
+    """True when systemd connected ``stream`` (stdout) to the journal (systemd.exec(5)).
+
+    ``$JOURNAL_STREAM`` is ``<device>:<inode>`` of that stream; a child whose stdout was
+    redirected inherits the variable but not the stream, so both are compared.
+    """
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in value.split(":"))
+        st = os.fstat((stream or sys.stdout).fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (device, inode)
+
+
+def journal_field_name(key):
+    """A journal field name for an event key: ``peer`` -> ``PEER``, ``tls-version`` -> ``TLS_VERSION``."""
+    name = _NOT_FIELD.sub("_", str(key).upper()).lstrip("_0123456789")[:64] or "FIELD"
+    return f"NETMGR_{name}"[:64] if name in _OWN_FIELDS else name
+
+
+def journal_fields(event_dict, message):
+    """``[(NAME, value), …]`` of one event: MESSAGE, PRIORITY, SYSLOG_IDENTIFIER, EVENT, its keys."""
+    fields = dict(event_dict)
+    fields.pop("timestamp", None)  # the journal stamps every entry itself
+    level = str(fields.pop("level", "info")).lower()
+    event = fields.pop("event", "")
+    out = [("MESSAGE", message), ("PRIORITY", str(PRIORITIES.get(level, 6))),
+           ("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER), ("EVENT", str(event))]
+    for key, value in fields.items():
+        if not isinstance(value, str):
+            value = orjson.dumps(value, default=str).decode() if isinstance(value, (dict, list)) \
+                else str(value)
+        out.append((journal_field_name(key), value))
+    return out
+
+
+def journal_payload(fields):
+    """The native protocol: ``NAME=value\\n``, or ``NAME\\n<le64 size><value>\\n`` for a
+    value with a newline (systemd's JOURNAL_NATIVE_PROTOCOL)."""
+    parts = []
+    for name, value in fields:
+        data = value.encode("utf-8", "replace")
+        if b"\n" in data:
+            parts.append(name.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n")
+        else:
+            parts.append(name.encode() + b"=" + data + b"\n")
+    return b"".join(parts)
+
+
+class JournalHandler(logging.Handler):
+    """Sends each event to journald as one datagram; JSON lines on ``fallback`` without it."""
+
+    def __init__(self, address=None, fallback=None):
+        super().__init__()
+        self.address = address or JOURNAL_SOCKET
+        self.fallback = fallback or sys.stdout
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    def emit(self, record):
+        try:
+            event_dict = orjson.loads(self.format(record))  # the JSON renderer's event
+            message = _message({k: v for k, v in event_dict.items()
+                                if k not in ("timestamp", "level")})
+            self.send(journal_payload(journal_fields(event_dict, message)), event_dict)
+        except Exception:  # noqa: BLE001 -- logging must never take the Manager down
+            self.handleError(record)
+
+    def send(self, payload, event_dict):
+        try:
+            self._sock.sendto(payload, self.address)
+        except OSError as exc:
+            if exc.errno in (errno.EMSGSIZE, errno.ENOBUFS):
+                self._send_memfd(payload)
+            else:  # no journal (a container without journald, a test): keep the event on stdout
+                self.fallback.write(orjson.dumps(event_dict, default=str).decode() + "\n")
+                self.fallback.flush()
+
+    def _send_memfd(self, payload):
+        """A large entry goes as a sealed memfd passed with SCM_RIGHTS, as sd_journal_sendv()."""
+        fd = os.memfd_create("netmgr-journal", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.write(fd, payload)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                        | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+            self._sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))],
+                               0, self.address)
+        finally:
+            os.close(fd)
+
+    def close(self):
+        self._sock.close()
+        super().close()
 
 
 def parse_level(level):
@@ -40,19 +162,34 @@ def parse_level(level):
     return value
 
 
-def configure(level="INFO", log_file=None, json=False, stream=None):
-    """Send netmgr's events to ``stream`` (stdout) and, if given, ``log_file``."""
-    renderer = _render_json if json else _render_text
-    formatter = structlog.stdlib.ProcessorFormatter(
+def _formatter(renderer):
+    return structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         foreign_pre_chain=[structlog.stdlib.add_log_level,
                            structlog.processors.TimeStamper(fmt="iso", utc=False)],
     )
+
+
+def configure(level="INFO", log_file=None, json=False, stream=None, journal=None):
+    """Send netmgr's events to ``stream`` (stdout) and, if given, ``log_file``.
+
+    ``journal``: True sends the stream's events to journald instead, None does so when
+    :func:`journal_stream_is_stdout`; the log file is unaffected.
+    """
+    formatter = _formatter(_render_json if json else _render_text)
+    if journal is None:
+        journal = stream is None and not json and journal_stream_is_stdout()
     root = logging.getLogger(LOGGER_NAME)
+    for old in root.handlers:
+        old.close()
     root.handlers.clear()
     root.propagate = False
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(formatter)
+    if journal:
+        handler = JournalHandler(fallback=stream)
+        handler.setFormatter(_formatter(_render_json))
+    else:
+        handler = logging.StreamHandler(stream or sys.stdout)
+        handler.setFormatter(formatter)
     root.addHandler(handler)
     if log_file:
         file_handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
