@@ -1,8 +1,12 @@
 """How to start each Manager under test, and how to know it is ready.
 
 Readiness is the Manager speaking first (reference 1.1): a probe connection must receive the identity
-request. netmgr's ``Network Manager running on`` start-up line is also recorded when it appears.
-Nothing waits a fixed time.
+request (after the TLS handshake for a TLS Manager). netmgr's ``Network Manager running on`` start-up
+line is also recorded when it appears. Nothing waits a fixed time.
+
+TLS: :func:`make_tls_files` writes one RSA-2048 key and self-signed certificate per benchmark run
+(with ``netmgr.crypto``); both Managers are started with ``--cert-file``/``--key-file`` pointing at
+them, so neither generates a key while it starts and both serve the same certificate.
 """
 import os
 import shutil
@@ -11,11 +15,13 @@ import subprocess
 import sys
 import sysconfig
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from bench import procs
+from bench.peers import TLS_SERVER_NAME, client_tls_context
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_LINE = "Network Manager running on"
@@ -33,6 +39,43 @@ def _msl_network_exe():
     if not found:
         raise ManagerError("msl-network is not installed (pip install msl-network==1.0.0)")
     return found
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    made_with: str  # what generated them, for the report
+
+
+# netmgr's generator first; 1.0's when netmgr cannot be imported (its functions are keyword-only).
+_KEYGEN = {
+    "netmgr.crypto": "from netmgr import crypto as c; import sys; "
+                     "c.generate_key(sys.argv[2], 'rsa', size=2048); "
+                     "c.generate_certificate(sys.argv[1], sys.argv[2], hostname='localhost')",
+    "msl.network.cryptography": "from msl.network import cryptography as c; import sys; "
+                                "c.generate_key(path=sys.argv[2], algorithm='RSA', size=2048); "
+                                "c.generate_certificate(path=sys.argv[1], key_path=sys.argv[2])",
+}
+
+
+def make_tls_files(directory):
+    """One RSA-2048 key and a self-signed certificate for it (CN and SAN localhost), in ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "bench.crt", directory / "bench.key"
+    errors = []
+    for module, code in _KEYGEN.items():
+        try:
+            r = subprocess.run([sys.executable, "-c", code, str(cert), str(key)], cwd=ROOT, env=_child_env(),
+                               capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            errors.append(f"{module}: timed out")
+            continue
+        if r.returncode == 0 and cert.is_file() and key.is_file():
+            return TlsFiles(cert, key, f"{module}, RSA-2048")
+        errors.append(f"{module}: " + (r.stderr.strip().splitlines() or ["?"])[-1])
+    raise ManagerError("cannot create the TLS key and certificate: " + "; ".join(errors))
 
 
 def _child_env(**extra):
@@ -71,14 +114,20 @@ def _netmgr_start_options():
     return _netmgr_options
 
 
-def msl_command(port, tmpdir):
-    argv = [_msl_network_exe(), "start", "--disable-tls", "-p", str(port), "-G", "WARNING",
+def _tls_options(tls):
+    if tls is None:
+        return ["--disable-tls"]
+    return ["--cert-file", str(tls.cert), "--key-file", str(tls.key)]
+
+
+def msl_command(port, tmpdir, tls=None):
+    argv = [_msl_network_exe(), "start", *_tls_options(tls), "-p", str(port), "-G", "WARNING",
             "-d", str(tmpdir / "manager.sqlite3"), "-l", str(tmpdir / "manager.log")]
     return argv, _child_env(MSL_NETWORK_HOME=str(tmpdir))
 
 
-def netmgr_command(port, tmpdir):
-    argv = [sys.executable, "-m", "netmgr.launcher", "start", "--disable-tls", "-p", str(port),
+def netmgr_command(port, tmpdir, tls=None):
+    argv = [sys.executable, "-m", "netmgr.launcher", "start", *_tls_options(tls), "-p", str(port),
             "-H", "127.0.0.1", "-G", "WARNING"]
     help_text = _netmgr_start_options()
     if "--database" in help_text:
@@ -95,17 +144,25 @@ MANAGERS = {
 }
 
 
-def probe_first_line(port, timeout=5.0):
-    """Connect and return the parsed first line if it is the identity request, else None."""
+def probe_first_line(port, timeout=5.0, tls=None, info=None):
+    """Connect and return the parsed first line if it is the identity request, else None.
+
+    With ``tls`` (a client ``SSLContext``) the probe does the TLS handshake first and, if ``info`` is
+    a dict, stores the negotiated protocol and cipher in ``info["tls"]``.
+    """
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            if tls is not None:
+                s = tls.wrap_socket(s, server_hostname=TLS_SERVER_NAME)
+                if info is not None:
+                    info["tls"] = f"{s.version()} {s.cipher()[0]}"
             buf = b""
             while b"\n" not in buf:
                 data = s.recv(65536)
                 if not data:
                     return None
                 buf += data
-    except OSError:
+    except OSError:  # ssl.SSLError included
         return None
     try:
         msg = orjson.loads(buf.split(b"\n", 1)[0])
@@ -117,10 +174,12 @@ def probe_first_line(port, timeout=5.0):
 class RunningManager:
     """Context manager: start one Manager on a free port in ``tmpdir``, stop it on exit."""
 
-    def __init__(self, key, tmpdir, ready_timeout=30.0):
+    def __init__(self, key, tmpdir, ready_timeout=30.0, tls=None):
         self.key = key
         self.label, self._command = MANAGERS[key]
         self.tmpdir = Path(tmpdir)
+        self.tls = tls  # TlsFiles, or None for plain TCP
+        self.tls_info = None  # negotiated "protocol cipher" seen by the readiness probe
         self.ready_timeout = ready_timeout
         self.proc = None
         self.port = None
@@ -136,7 +195,7 @@ class RunningManager:
     def __enter__(self):
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         self.port = procs.free_port()
-        argv, env = self._command(self.port, self.tmpdir)
+        argv, env = self._command(self.port, self.tmpdir, self.tls)
         self.stdout_path = self.tmpdir / "stdout.txt"
         t0 = time.monotonic()
         with open(self.stdout_path, "wb") as out:
@@ -150,11 +209,14 @@ class RunningManager:
         return self
 
     def _wait_ready(self, t0):
+        context = client_tls_context(self.tls.cert) if self.tls else None
+        info = {}
         while True:
             if self.proc.poll() is not None:
                 raise ManagerError(f"{self.label} exited with code {self.proc.returncode} before it was "
                                    f"ready; output:\n{self.output_tail()}")
-            if probe_first_line(self.port, timeout=5.0) is not None:
+            if probe_first_line(self.port, timeout=5.0, tls=context, info=info) is not None:
+                self.tls_info = info.get("tls")
                 break
             if time.monotonic() - t0 > self.ready_timeout:
                 raise ManagerError(f"{self.label} not ready after {self.ready_timeout} s; output:\n"

@@ -1,6 +1,8 @@
 """Raw MSL-Network 1.0 protocol peers used as load: no msl-network (or netmgr) code here.
 
-Run as ``python -m bench.peers ROLE [options]``; every role talks plain TCP to 127.0.0.1 only.
+Run as ``python -m bench.peers ROLE [options]``; every role talks to 127.0.0.1 only, over plain TCP,
+or over TLS with ``--tls-cert CERT`` (the Manager's certificate, trusted as ``cafile`` and checked for
+the name ``localhost``, as a 1.0 Client trusts the certificate it saved).
 
 * ``service``: the Echo Service. Blocking socket; all the replies produced by one ``recv`` go out in
   one ``sendall``. Prints ``READY`` once its identity has been sent.
@@ -15,13 +17,21 @@ Run as ``python -m bench.peers ROLE [options]``; every role talks plain TCP to 1
 Framing follows reference 1.1: lines end with LF, a CR before it is tolerated, several messages may
 arrive in one ``recv`` and one message may span many. Every Manager line is parsed as JSON (compact or
 spaced), never string-matched.
+
+TLS: an ``SSLSocket.recv`` returns at most one TLS record (16 KiB), and OpenSSL may hold decrypted
+bytes that the kernel no longer reports as readable. So after each read the peers also take what is
+already there (``drain_tls``/``drain_tls_blocking``: ``pending()``, then whatever the kernel holds), so
+that one "recv" still means "everything that had arrived", as with plain TCP, and nothing is left
+behind a ``select`` that will not fire again.
 """
 import argparse
 import errno
 import os
 import selectors
 import signal
+import select
 import socket
+import ssl
 import sys
 import time
 
@@ -29,6 +39,8 @@ import orjson
 
 CRLF = b"\r\n"
 RECV_SIZE = 1 << 18
+TLS_SERVER_NAME = "localhost"  # in the subjectAltName of netmgr's and of 1.0's certificates
+TLS_WOULD_BLOCK = (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError)
 
 CLIENT_IDENTITY = {"type": "client", "name": "bench", "language": "Python", "os": "Linux"}
 SERVICE_IDENTITY = {
@@ -89,12 +101,52 @@ def check_identity_request(line):
     return msg
 
 
-class BlockingPeer:
-    """A blocking raw connection: handshake, then request/reply helpers."""
+def client_tls_context(cert):
+    """The client side of TLS as 1.0's Client builds it: the Manager's certificate as ``cafile``."""
+    return ssl.create_default_context(cafile=str(cert)) if cert else None
 
-    def __init__(self, port, identity, host="127.0.0.1", timeout=10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+def drain_tls(sock, data):
+    """Non-blocking ``SSLSocket``: append what can be read now (up to RECV_SIZE) to ``data``."""
+    parts, size = [data], len(data)
+    while size < RECV_SIZE:
+        try:
+            more = sock.recv(RECV_SIZE)
+        except TLS_WOULD_BLOCK:
+            break
+        if not more:
+            break  # EOF: returned by the next read
+        parts.append(more)
+        size += len(more)
+    return b"".join(parts) if len(parts) > 1 else data
+
+
+def drain_tls_blocking(sock, data, poller):
+    """Blocking ``SSLSocket``: append the decrypted bytes OpenSSL holds and the records that have
+    already arrived (``poller`` has the socket registered for POLLIN), up to RECV_SIZE."""
+    parts, size = [data], len(data)
+    while size < RECV_SIZE and (sock.pending() or poller.poll(0)):
+        more = sock.recv(RECV_SIZE)
+        if not more:
+            break
+        parts.append(more)
+        size += len(more)
+    return b"".join(parts) if len(parts) > 1 else data
+
+
+class BlockingPeer:
+    """A blocking raw connection (TLS when ``tls`` is an ``SSLContext``): handshake, then request/reply helpers."""
+
+    def __init__(self, port, identity, host="127.0.0.1", timeout=10.0, tls=None):
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=TLS_SERVER_NAME)
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
         self.framer = LineFramer()
         self.lines = []
         check_identity_request(self.read_line())
@@ -127,10 +179,10 @@ class BlockingPeer:
             pass
 
 
-def wait_for_service(port, name, timeout=20.0):
+def wait_for_service(port, name, timeout=20.0, tls=None):
     """Ask the Manager's identity until ``name`` is among its services; returns seconds waited."""
     t0 = time.monotonic()
-    peer = BlockingPeer(port, CLIENT_IDENTITY, timeout=timeout)
+    peer = BlockingPeer(port, CLIENT_IDENTITY, timeout=timeout, tls=tls)
     try:
         n = 0
         while True:
@@ -172,10 +224,10 @@ def rss_kib(pid):
 # ---------------------------------------------------------------------------------------------
 # Echo Service
 
-def run_service(port, name):
+def run_service(port, name, tls=None):
     """Serve until EOF or SIGTERM, then print ``SERVED <requests> <recv batches>``."""
     identity = dict(SERVICE_IDENTITY, name=name)
-    peer = BlockingPeer(port, identity)
+    peer = BlockingPeer(port, identity, tls=tls)
     peer.sock.settimeout(None)
     stats = [0, 0]
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -197,12 +249,18 @@ def _exit_on_sigterm(signum, frame):
 def serve(sock, framer, pending, stats):
     """Answer echo requests; ``stats`` = [requests served, batches], updated after each sendall."""
     loads, dumps = orjson.loads, orjson.dumps
+    poller = None
+    if isinstance(sock, ssl.SSLSocket):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
     while True:
         if pending:
             lines, pending = pending, None
         else:
             try:
                 data = sock.recv(RECV_SIZE)
+                if data and poller is not None:
+                    data = drain_tls_blocking(sock, data, poller)
             except OSError:
                 return
             if not data:
@@ -249,8 +307,8 @@ class LoadClient:
         self.writing = False
 
 
-def connect_load_client(port, idx, prefix):
-    peer = BlockingPeer(port, CLIENT_IDENTITY)
+def connect_load_client(port, idx, prefix, tls=None):
+    peer = BlockingPeer(port, CLIENT_IDENTITY, tls=tls)
     peer.call_manager("link", ["Echo"], "link")
     if peer.lines:
         raise ProtocolFailure(f"unexpected extra lines after link: {peer.lines[:2]!r}")
@@ -268,7 +326,8 @@ def request_prefix(payload_size):
 def run_load(args):
     prefix = request_prefix(args.payload)
     assert orjson.loads(prefix + b'u"}')["args"][0] == "x" * args.payload
-    clients = [connect_load_client(args.port, args.first_client + i, prefix) for i in range(args.clients)]
+    tls = client_tls_context(args.tls_cert)
+    clients = [connect_load_client(args.port, args.first_client + i, prefix, tls) for i in range(args.clients)]
     print("READY", flush=True)
     go = sys.stdin.readline().split()
     if not go or go[0] != "GO":
@@ -293,6 +352,7 @@ def drive(clients, args, t_start, t_ms, t_me):
     payload_size = args.payload
     drain_ns = int(args.drain_timeout * 1e9)
     stall_ns = int(args.stall_timeout * 1e9)
+    tls = bool(args.tls_cert)
     sel = selectors.DefaultSelector()
     for c in clients:
         sel.register(c.sock, selectors.EVENT_READ, c)
@@ -326,7 +386,9 @@ def drive(clients, args, t_start, t_ms, t_me):
         c.out.clear()
         try:
             n = c.sock.send(data)
-        except BlockingIOError:
+        except TLS_WOULD_BLOCK:
+            # TLS: nothing was accepted; OpenSSL wants the same bytes again (a longer buffer that
+            # starts with them is allowed), which the next flush sends since data stays first in out
             n = 0
         if n < len(data):
             c.out.append(data[n:])
@@ -364,7 +426,9 @@ def drive(clients, args, t_start, t_ms, t_me):
             if mask & selectors.EVENT_READ:
                 try:
                     data = c.sock.recv(RECV_SIZE)
-                except (BlockingIOError, InterruptedError):
+                    if data and tls:
+                        data = drain_tls(c.sock, data)
+                except TLS_WOULD_BLOCK:  # e.g. only part of a TLS record has arrived
                     data = None
                 except OSError as exc:
                     failure = f"client {c.idx}: {exc!r}"
@@ -425,16 +489,33 @@ def drive(clients, args, t_start, t_ms, t_me):
 # ---------------------------------------------------------------------------------------------
 # Idle connections
 
+class IdleConn:
+    """One idle connection: plain ``stage`` is "line" from the start; TLS goes "connect" -> "tls" -> "line"."""
+
+    __slots__ = ("sock", "framer", "t_conn", "stage")
+
+    def __init__(self, sock, stage):
+        self.sock = sock
+        self.framer = LineFramer()
+        self.t_conn = time.monotonic_ns()
+        self.stage = stage
+
+
 def run_idle(args):
-    """Open ``count`` client connections, ``parallel`` handshakes at a time, and keep them open."""
+    """Open ``count`` client connections, ``parallel`` handshakes at a time, and keep them open.
+
+    With TLS, each connection is connected, then does the TLS handshake (non-blocking), then reads
+    the identity request; the round trip timed is from connect to that request, TLS included.
+    """
     mgr = args.mgr_pid
-    probe = BlockingPeer(args.port, CLIENT_IDENTITY)
+    tls = client_tls_context(args.tls_cert)
+    probe = BlockingPeer(args.port, CLIENT_IDENTITY, tls=tls)
     base_clients = len(probe.call_manager("identity", [], "probe-0")["clients"])
     rss0, cpu0 = rss_kib(mgr), cpu_ticks(mgr)
     me0, busy0 = cpu_ticks(os.getpid()), machine_busy_ticks()
     reply = identity_reply(CLIENT_IDENTITY)
     sel = selectors.DefaultSelector()
-    open_socks = []
+    open_conns = []
     first_line_ns = []
     started = done = 0
     failure = None
@@ -443,11 +524,26 @@ def run_idle(args):
     def start_one():
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
+        conn = IdleConn(s, "connect" if tls else "line")
         err = s.connect_ex(("127.0.0.1", args.port))
         if err not in (0, errno.EINPROGRESS):
+            s.close()
             raise OSError(err, os.strerror(err))
-        open_socks.append(s)
-        sel.register(s, selectors.EVENT_READ, [LineFramer(), time.monotonic_ns()])
+        open_conns.append(conn)
+        sel.register(s, selectors.EVENT_WRITE if tls else selectors.EVENT_READ, conn)
+
+    def tls_step(conn):
+        """Advance the TLS handshake; (re)register for what it waits for."""
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            sel.register(conn.sock, selectors.EVENT_READ, conn)
+            return
+        except ssl.SSLWantWriteError:
+            sel.register(conn.sock, selectors.EVENT_WRITE, conn)
+            return
+        conn.stage = "line"
+        sel.register(conn.sock, selectors.EVENT_READ, conn)
 
     deadline = t0 + int(args.timeout * 1e9)
     try:
@@ -459,19 +555,32 @@ def run_idle(args):
                 failure = f"only {done}/{args.count} handshakes after {args.timeout} s"
                 break
             for key, _ in sel.select(0.5):
-                framer, t_conn = key.data
+                conn = key.data
+                if conn.stage != "line":
+                    sel.unregister(key.fileobj)
+                    if conn.stage == "connect":
+                        err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        if err:
+                            raise OSError(err, os.strerror(err))
+                        conn.sock = tls.wrap_socket(conn.sock, server_hostname=TLS_SERVER_NAME,
+                                                    do_handshake_on_connect=False)
+                        conn.stage = "tls"
+                    tls_step(conn)
+                    continue
                 try:
-                    data = key.fileobj.recv(65536)
-                except BlockingIOError:
+                    data = conn.sock.recv(65536)
+                    if data and tls:
+                        data = drain_tls(conn.sock, data)
+                except TLS_WOULD_BLOCK:
                     continue
                 if not data:
                     raise ProtocolFailure("the Manager closed a connection during the handshake")
-                lines = framer.feed(data)
+                lines = conn.framer.feed(data)
                 if lines:
-                    first_line_ns.append(time.monotonic_ns() - t_conn)
+                    first_line_ns.append(time.monotonic_ns() - conn.t_conn)
                     check_identity_request(lines[0])
-                    sel.unregister(key.fileobj)
-                    key.fileobj.sendall(reply)  # tiny: fits in the empty send buffer
+                    sel.unregister(conn.sock)
+                    conn.sock.sendall(reply)  # tiny: fits in the empty send buffer
                     done += 1
     except (OSError, ProtocolFailure) as exc:
         failure = f"after {done} handshakes: {exc!r}"
@@ -509,8 +618,8 @@ def run_idle(args):
         f.write(orjson.dumps(result))
     print("DONE", flush=True)
     sys.stdin.readline()  # keep the connections open until told (or until stdin closes)
-    for s in open_socks:
-        s.close()
+    for conn in open_conns:
+        conn.sock.close()
     return 0
 
 
@@ -520,6 +629,7 @@ def main(argv=None):
     s = sub.add_parser("service")
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--name", default="Echo")
+    s.add_argument("--tls-cert", help="connect over TLS, trusting this certificate")
     lo = sub.add_parser("load")
     lo.add_argument("--port", type=int, required=True)
     lo.add_argument("--clients", type=int, required=True)
@@ -528,6 +638,7 @@ def main(argv=None):
     lo.add_argument("--payload", type=int, required=True)
     lo.add_argument("--drain-timeout", type=float, default=10.0)
     lo.add_argument("--stall-timeout", type=float, default=10.0)
+    lo.add_argument("--tls-cert", help="connect over TLS, trusting this certificate")
     lo.add_argument("--out", required=True)
     i = sub.add_parser("idle")
     i.add_argument("--port", type=int, required=True)
@@ -535,10 +646,11 @@ def main(argv=None):
     i.add_argument("--parallel", type=int, default=64)
     i.add_argument("--mgr-pid", type=int, required=True)
     i.add_argument("--timeout", type=float, default=60.0)
+    i.add_argument("--tls-cert", help="connect over TLS, trusting this certificate")
     i.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.role == "service":
-        return run_service(args.port, args.name)
+        return run_service(args.port, args.name, client_tls_context(args.tls_cert))
     if args.role == "load":
         return run_load(args)
     return run_idle(args)

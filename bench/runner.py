@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 
 from bench import managers, procs
-from bench.peers import ProtocolFailure, wait_for_service
+from bench.peers import ProtocolFailure, client_tls_context, wait_for_service
 
 PY = sys.executable
 
@@ -29,25 +29,30 @@ class LoadCase:
     clients: int
     window: int
     payload: int
+    tls: bool = False
 
     @property
     def title(self):
         size = f"{self.payload // 1000} kB" if self.payload >= 1000 else f"{self.payload} B"
         return (f"{self.clients} client(s) x {self.window} request(s) in flight, {size} payload, "
-                f"via the Echo Service")
+                f"via the Echo Service" + (", every peer over TLS" if self.tls else ""))
 
 
 @dataclass(frozen=True)
 class IdleCase:
     name: str
     count: int
+    tls: bool = False
 
     @property
     def title(self):
-        return f"{self.count} connections, each completing the identity handshake as a client, kept open"
+        what = "the TLS and identity handshakes" if self.tls else "the identity handshake"
+        return f"{self.count} connections, each completing {what} as a client, kept open"
 
 
-CASE_NAMES = ("seq", "c8w16", "c8w16_100k", "idle2000")
+CASE_NAMES = ("seq", "c8w16", "c8w16_100k", "idle2000", "seq_tls", "c8w16_tls", "idle_tls")
+# TLS case -> the plain case it is compared with in the overhead block
+PLAIN_OF = {"seq_tls": "seq", "c8w16_tls": "c8w16", "idle_tls": "idle2000"}
 
 # (key, label, format, better): better is "high" or "low", None for informational rows
 LOAD_ROWS = [
@@ -71,6 +76,12 @@ IDLE_ROWS = [
     ("other_cpu_pct", "other processes' CPU, noise (%)", "{:.0f}", None),
 ]
 SUMMED = {"errors"}
+# (key, label) of the overhead block of a TLS case: TLS / plain of these medians, per Manager
+OVERHEAD_ROWS = {
+    LoadCase: [("mgr_cpu_us_per_req", "Manager CPU per request"), ("p50_us", "latency p50")],
+    IdleCase: [("mgr_cpu_us_per_conn", "Manager CPU per handshake"),
+               ("p50_us", "connect->identity p50")],
+}
 
 
 class CaseError(Exception):
@@ -118,12 +129,22 @@ def expect_line(proc, word, timeout, tmp, name):
                         + ("\n    " + "\n    ".join(err) if err else ""))
 
 
+def case_tls(case, opts):
+    """(TlsFiles or None, extra peer arguments) for ``case``."""
+    if not case.tls:
+        return None, []
+    if opts.tls is None:
+        raise CaseError(f"no TLS certificate: {opts.tls_error}")
+    return opts.tls, ["--tls-cert", opts.tls.cert]
+
+
 def run_load_case(key, case, opts, tmp):
-    with managers.RunningManager(key, tmp / "manager") as mgr:
-        svc = spawn_peer(peer_cmd("service", "--port", mgr.port), tmp, "service")
+    tls, tls_args = case_tls(case, opts)
+    with managers.RunningManager(key, tmp / "manager", tls=tls) as mgr:
+        svc = spawn_peer(peer_cmd("service", "--port", mgr.port, *tls_args), tmp, "service")
         expect_line(svc, "READY", 20, tmp, "service")
         try:
-            wait_for_service(mgr.port, "Echo")
+            wait_for_service(mgr.port, "Echo", tls=client_tls_context(tls.cert) if tls else None)
         except (OSError, ProtocolFailure) as exc:
             raise CaseError(f"Echo Service not registered: {exc!r}") from exc
 
@@ -134,7 +155,7 @@ def run_load_case(key, case, opts, tmp):
             argv = peer_cmd("load", "--port", mgr.port, "--clients", n, "--first-client", first,
                             "--window", case.window, "--payload", case.payload,
                             "--drain-timeout", opts.drain_timeout, "--stall-timeout", opts.stall_timeout,
-                            "--out", tmp / f"load{i}.json")
+                            "--out", tmp / f"load{i}.json", *tls_args)
             gens.append(spawn_peer(argv, tmp, f"load{i}", stdin=subprocess.PIPE))
             first += n
         for i, g in enumerate(gens):
@@ -204,13 +225,15 @@ def run_load_case(key, case, opts, tmp):
         "ready_line_seen": mgr.ready_line_seen,
         "stop_s": mgr.stop_s,
         "exit_code": mgr.exit_code,
+        "tls": mgr.tls_info,
     }
 
 
 def run_idle_case(key, case, opts, tmp):
-    with managers.RunningManager(key, tmp / "manager") as mgr:
+    tls, tls_args = case_tls(case, opts)
+    with managers.RunningManager(key, tmp / "manager", tls=tls) as mgr:
         argv = peer_cmd("idle", "--port", mgr.port, "--count", case.count, "--mgr-pid", mgr.pid,
-                        "--timeout", opts.idle_timeout, "--out", tmp / "idle.json")
+                        "--timeout", opts.idle_timeout, "--out", tmp / "idle.json", *tls_args)
         idle = spawn_peer(argv, tmp, "idle", stdin=subprocess.PIPE)
         expect_line(idle, "DONE", opts.idle_timeout + 30, tmp, "idle")
         r = orjson.loads((tmp / "idle.json").read_bytes())
@@ -236,6 +259,7 @@ def run_idle_case(key, case, opts, tmp):
         "ready_line_seen": mgr.ready_line_seen,
         "stop_s": mgr.stop_s,
         "exit_code": mgr.exit_code,
+        "tls": mgr.tls_info,
     }
 
 
@@ -260,6 +284,59 @@ def fmt_cell(fmt, value):
     return "n/a" if value is None else fmt.format(value)
 
 
+def case_rows(case):
+    return IDLE_ROWS if isinstance(case, IdleCase) else LOAD_ROWS
+
+
+def tls_overhead(case, cases, results):
+    """(plain case, {manager: {key: (TLS median, plain median)}}) for a TLS case; (None, None) when its
+    plain case is not part of this run."""
+    plain = next((c for c in cases if c.name == PLAIN_OF.get(case.name)), None)
+    if plain is None:
+        return None, None
+    out = {}
+    for k in ("netmgr", "msl"):
+        t = summarize(results[case.name].get(k, []), case_rows(case)) or {}
+        b = summarize(results[plain.name].get(k, []), case_rows(plain)) or {}
+        out[k] = {key: (t.get(key), b.get(key)) for key, _ in OVERHEAD_ROWS[type(case)]}
+    return plain, out
+
+
+def overhead_json(case, cases, results):
+    plain, ovh = tls_overhead(case, cases, results)
+    if plain is None:
+        return None
+    doc = {"plain_case": plain.name}
+    for k, vals in ovh.items():
+        doc[k] = {key: {"tls": t, "plain": b, "ratio": t / b if t is not None and b else None,
+                        "added": t - b if t is not None and b is not None else None}
+                  for key, (t, b) in vals.items()}
+    return doc
+
+
+def render_overhead(case, cases, results, labels):
+    plain, ovh = tls_overhead(case, cases, results)
+    if plain is None:
+        return [f"  TLS overhead: not shown, {PLAIN_OF[case.name]} is not part of this run "
+                f"(add it to --cases to compare with plain TCP)"]
+    out = [f"  TLS overhead per Manager, [{case.name}] vs [{plain.name}] of this run"]
+    if isinstance(case, IdleCase) and case.count != plain.count:
+        out[0] += f" ({case.count} vs {plain.count} connections)"
+    fmts = {key: fmt for key, _, fmt, _ in case_rows(case)}
+    for key, label in OVERHEAD_ROWS[type(case)]:
+        t = {k: ovh[k][key][0] for k in ("netmgr", "msl")}
+        b = {k: ovh[k][key][1] for k in ("netmgr", "msl")}
+        ratio = {k: t[k] / b[k] if t[k] is not None and b[k] else None for k in t}
+        added = {k: t[k] - b[k] if t[k] is not None and b[k] is not None else None for k in t}
+        cells = [fmt_cell("{:.2f}x", ratio[k]) for k in ("netmgr", "msl")]
+        out.append(f"  {label + ', TLS / plain':38} {cells[0]:>14} {cells[1]:>16} {'-':>8}")
+        a, m = added["netmgr"], added["msl"]
+        cross = f"{a / m:.2f}x" if a is not None and m is not None and a > 0 and m > 0 else "-"
+        cells = [fmt_cell(fmts[key].replace("{:", "{:+"), added[k]) for k in ("netmgr", "msl")]
+        out.append(f"  {label + ', added (us)':38} {cells[0]:>14} {cells[1]:>16} {cross:>8}")
+    return out
+
+
 def render(cases, results, keys, opts, machine):
     labels = {k: managers.MANAGERS[k][0] for k in ("netmgr", "msl")}
     out = [
@@ -272,10 +349,21 @@ def render(cases, results, keys, opts, machine):
         f"{opts.gen_procs} process(es); Manager DBs and logs in {machine['tmpdir']}",
         "ratio = netmgr / msl-network 1.0 (higher is better for req/s and handshakes/s, lower for the rest)",
     ]
+    if any(c.tls for c in cases):
+        made = opts.tls.made_with if opts.tls else f"none: {opts.tls_error}"
+        out.append(f"TLS cases: every peer over TLS; both Managers get one key + self-signed certificate "
+                   f"({made}) via --cert-file/--key-file; peers trust it as cafile, server name localhost")
+        out.append("TLS overhead = TLS case vs its plain case of this run, per Manager: TLS / plain, and "
+                   "TLS - plain (added); its ratio column = netmgr / msl-network 1.0 of the added cost")
     for case in cases:
-        rows = IDLE_ROWS if isinstance(case, IdleCase) else LOAD_ROWS
+        rows = case_rows(case)
         per = {k: summarize(results[case.name].get(k, []), rows) for k in ("netmgr", "msl")}
         out += ["", f"[{case.name}] {case.title}"]
+        if case.tls:
+            seen = {k: next((r["tls"] for r in results[case.name].get(k, []) if r.get("tls")), None)
+                    for k in ("netmgr", "msl")}
+            if any(seen.values()):
+                out.append("  negotiated: " + ", ".join(f"{labels[k]} {v}" for k, v in seen.items() if v))
         out.append(f"  {'metric':38} {labels['netmgr']:>14} {labels['msl']:>16} {'ratio':>8}")
         for key, label, fmt, better in rows:
             a = per["netmgr"].get(key) if per["netmgr"] else None
@@ -294,6 +382,8 @@ def render(cases, results, keys, opts, machine):
                     out.append(f"  {labels[k]} run {i + 1} FAILED: {r['error']}")
                 elif r.get("error_samples"):
                     out.append(f"  {labels[k]} run {i + 1} error replies, e.g.: {r['error_samples'][0]}")
+        if case.tls:
+            out += render_overhead(case, cases, results, labels)
     return "\n".join(out)
 
 
@@ -339,6 +429,7 @@ def parse_args(argv):
     p.add_argument("--warmup", type=float, help="warm-up seconds before measuring (default 1; --quick 0.2)")
     p.add_argument("--repeat", type=int, help="runs per case and Manager; medians reported (default 3; --quick 1)")
     p.add_argument("--idle-count", type=int, help="connections of idle2000 (default 2000; --quick 200)")
+    p.add_argument("--idle-tls-count", type=int, help="TLS connections of idle_tls (default 500; --quick 50)")
     p.add_argument("--gen-procs", type=int, default=1, help="load generator processes (1 or 2; default 1)")
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON")
     p.add_argument("--tmpdir", metavar="DIR",
@@ -357,11 +448,14 @@ def parse_args(argv):
         opts.tmpdir = default_tmpdir()
     if opts.idle_count is None:
         opts.idle_count = 200 if quick else 2000
+    if opts.idle_tls_count is None:
+        opts.idle_tls_count = 50 if quick else 500
     opts.drain_timeout = 10.0
     opts.stall_timeout = 10.0
     opts.idle_timeout = 45.0
-    if opts.duration <= 0 or opts.warmup < 0 or opts.repeat < 1 or opts.idle_count < 1:
-        p.error("--duration, --repeat and --idle-count must be positive, --warmup >= 0")
+    if (opts.duration <= 0 or opts.warmup < 0 or opts.repeat < 1 or opts.idle_count < 1
+            or opts.idle_tls_count < 1):
+        p.error("--duration, --repeat, --idle-count and --idle-tls-count must be positive, --warmup >= 0")
     if not 1 <= opts.gen_procs <= 2:
         p.error("--gen-procs must be 1 or 2")
     opts.case_list = [c.strip() for c in opts.cases.split(",") if c.strip()]
@@ -381,6 +475,9 @@ def build_cases(opts):
         "c8w16": LoadCase("c8w16", 8, 16, 10),
         "c8w16_100k": LoadCase("c8w16_100k", 8, 16, 100_000),
         "idle2000": IdleCase("idle2000", opts.idle_count),
+        "seq_tls": LoadCase("seq_tls", 1, 1, 10, tls=True),
+        "c8w16_tls": LoadCase("c8w16_tls", 8, 16, 10, tls=True),
+        "idle_tls": IdleCase("idle_tls", opts.idle_tls_count, tls=True),
     }
     return [table[n] for n in opts.case_list]
 
@@ -411,12 +508,19 @@ def main(argv=None):
     machine["tmpdir"] = f"{tmproot.parent} ({fs_type(tmproot)})"
     failed = interrupted = False
     t_all = time.monotonic()
+    opts.tls, opts.tls_error = None, None
     try:
+        if any(c.tls for c in cases):
+            try:  # once per benchmark run: neither Manager pays for key generation
+                opts.tls = managers.make_tls_files(tmproot / "tls")
+            except (managers.ManagerError, OSError) as exc:
+                opts.tls_error = str(exc)
+                print(f"warning: {exc}; the TLS cases will fail", file=sys.stderr)
         for rep in range(opts.repeat):
             order = keys if rep % 2 == 0 else keys[::-1]  # alternate who goes first
             for case in cases:
                 runner = run_idle_case if isinstance(case, IdleCase) else run_load_case
-                rows = IDLE_ROWS if isinstance(case, IdleCase) else LOAD_ROWS
+                rows = case_rows(case)
                 for key in order:
                     tmp = tmproot / f"{case.name}-{key}-{rep}"
                     tmp.mkdir(parents=True)
@@ -457,12 +561,15 @@ def main(argv=None):
     if opts.json:
         doc = {"machine": machine, "notes": notes, "interrupted": interrupted,
                "options": {k: getattr(opts, k) for k in ("quick", "duration", "warmup", "repeat",
-                                                         "idle_count", "gen_procs")},
+                                                         "idle_count", "idle_tls_count", "gen_procs")},
+               "tls": ({"cert": str(opts.tls.cert), "made_with": opts.tls.made_with} if opts.tls
+                       else {"error": opts.tls_error} if opts.tls_error else None),
                "cases": {c.name: {"title": c.title,
-                                  "median": {k: summarize(results[c.name].get(k, []),
-                                                          IDLE_ROWS if isinstance(c, IdleCase) else LOAD_ROWS)
+                                  "median": {k: summarize(results[c.name].get(k, []), case_rows(c))
                                              for k in keys},
-                                  "runs": results[c.name]} for c in cases}}
+                                  "runs": results[c.name],
+                                  **({"tls_overhead": overhead_json(c, cases, results)} if c.tls else {})}
+                         for c in cases}}
         Path(opts.json).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     if interrupted:
         return 130
