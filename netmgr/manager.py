@@ -13,7 +13,6 @@ import signal
 import socket as _stdsocket
 
 import gevent
-import gevent.ssl
 from gevent import socket
 from gevent.event import Event
 from gevent.pool import Pool
@@ -25,6 +24,7 @@ from netmgr.auth import HostnameAuth, LoginAuth, NoAuth, PasswordAuth, Throttle
 from netmgr.protocol import error_text
 from netmgr.registry import Client, Refused, Registry
 from netmgr.session import Session
+from netmgr.tls import TLSStream
 
 logger = log.get_logger("netmgr.manager")
 
@@ -99,8 +99,6 @@ class Manager:
     def start(self):
         """Open the database, choose the auth mode, bind and start accepting."""
         settings = self.settings
-        if settings.ssl_context is not None and not isinstance(settings.ssl_context, gevent.ssl.SSLContext):
-            raise StartupError("the TLS context must be gevent's: start netmgr through its launcher")
         self._open_database()
         self._choose_auth()
         listener = settings.listener or self._bind()
@@ -233,7 +231,7 @@ class Manager:
         context = self.settings.ssl_context
         if context is None:
             return sock
-        tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        tls = TLSStream(sock, context)
         tls.do_handshake()
         return tls
 

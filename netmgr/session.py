@@ -51,7 +51,7 @@ class Session:
         self._out = collections.deque()
         self._queued = 0
         self._dirty = False  # a flush of this session is scheduled
-        self._direct = True  # plain TCP: the hub callback may send; TLS goes through the writer
+        self._tls = False  # self.sock is a netmgr.tls.TLSStream
         self._writer = None
         self._greenlet = None
 
@@ -64,7 +64,7 @@ class Session:
             try:
                 with gevent.Timeout(settings.handshake_timeout, HandshakeFailed("handshake timed out")):
                     tls = self.manager.wrap_tls(self.sock)  # the Manager speaks after TLS
-                    self._direct = tls is self.sock
+                    self._tls = tls is not self.sock
                     self.sock = tls
                     identified = self._handshake()
             except HandshakeFailed as exc:
@@ -114,21 +114,21 @@ class Session:
 
     # ------------------------------------------------------------------ output
     def send(self, data):
-        """Queue ``data`` for this peer; never blocks. Overflow drops the peer (6.16).
+        """Queue ``data`` for this peer; never blocks.
 
         Everything queued while the current chunk is dispatched leaves in one non-blocking
-        ``send`` from a hub callback (:meth:`flush`); only a peer whose socket is full gets a
-        writer greenlet, which then owns the queue until it is empty.
+        ``send`` from a hub callback (:meth:`flush`). Only a peer whose socket is full gets a
+        writer greenlet, which then owns the queue until it is empty. A peer is dropped when
+        the bytes it has not accepted exceed the queue limit (reference 6.16).
         """
         if self.closed:
             return
-        queued = self._queued + len(data)
-        if self._out and queued > self.manager.settings.queue_limit:
-            self.abort("outbound queue overflow")
-            return
-        self._queued = queued
+        self._queued += len(data)
         self._out.append(data)
-        if self._writer is None and not self._dirty:
+        if self._writer is not None:
+            if self._queued > self.manager.settings.queue_limit:
+                self.abort("outbound queue overflow")
+        elif not self._dirty:
             self._dirty = True
             self.manager.schedule_flush(self)
 
@@ -136,36 +136,44 @@ class Session:
         """Send what is queued without blocking; hand the rest to a writer greenlet."""
         self._dirty = False
         out = self._out
-        if self._writer is not None or not out:
+        if self._writer is not None or not out or self.closed:
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        sent = 0
-        if self._direct:
-            try:
-                sent = self.sock.send(data, 0, 0.0)  # timeout 0: EAGAIN raises instead of waiting
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                self._queued = 0
-                self.abort(f"write failed: {exc}")
-                return
+        try:
+            sent = self.sock.send(data, 0, 0.0)  # timeout 0: EAGAIN raises instead of waiting
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._queued = 0
+            self.abort(f"write failed: {exc}")
+            return
         self._queued -= sent
-        if sent < len(data):
-            out.appendleft(data[sent:] if sent else data)
+        backlog = len(self.sock.backlog) if self._tls else 0
+        if sent < len(data) or backlog:
+            if sent < len(data):
+                out.appendleft(data[sent:] if sent else data)
+            if self._queued + backlog > self.manager.settings.queue_limit:
+                self.abort("outbound queue overflow")
+                return
             self._writer = gevent.spawn(self._write_loop)
 
     def _write_loop(self):
         out, sendall = self._out, self.sock.sendall
         try:
-            while out:
-                if len(out) == 1:
-                    data = out.popleft()
-                else:
-                    data = b"".join(out)
-                    out.clear()
-                self._queued -= len(data)
-                sendall(data)
+            while True:
+                while out:
+                    if len(out) == 1:
+                        data = out.popleft()
+                    else:
+                        data = b"".join(out)
+                        out.clear()
+                    self._queued -= len(data)
+                    sendall(data)
+                if self._tls and self.sock.backlog:
+                    sendall()  # encrypted bytes the kernel did not take earlier
+                    continue
+                return
         except OSError as exc:
             self.abort(f"write failed: {exc}")
         finally:
