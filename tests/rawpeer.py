@@ -1,14 +1,27 @@
 """A raw TCP peer that speaks the JSON-lines protocol by hand, as a LabVIEW VI or a terminal would."""
 import json
 import socket
+import time
 import uuid
+
+
+def wait_until(condition, timeout=10.0, what="condition", interval=0.02):
+    """Poll ``condition`` until it is truthy (a readiness wait, bounded), and return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
 
 
 class RawPeer:
     def __init__(self, port, host="127.0.0.1", timeout=10):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.settimeout(timeout)
-        self._buf = b""
+        self._buf = bytearray()
 
     # ------------------------------------------------------------------ bytes
     def send(self, data):
@@ -21,15 +34,22 @@ class RawPeer:
         self.send(json.dumps(obj) + end)
 
     def read_raw_line(self):
-        """The next line with its terminator; b'' at EOF."""
-        while b"\n" not in self._buf:
-            chunk = self.sock.recv(65536)
+        """The next line with its terminator; b'' at EOF. Linear in the line's size."""
+        start = 0
+        while True:
+            index = self._buf.find(b"\n", start)
+            if index >= 0:
+                break
+            start = len(self._buf)
+            chunk = self.sock.recv(1 << 20)
             if not chunk:
-                rest, self._buf = self._buf, b""
+                rest = bytes(self._buf)
+                self._buf.clear()
                 return rest
             self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return line + b"\n"
+        line = bytes(self._buf[:index + 1])
+        del self._buf[:index + 1]
+        return line
 
     def read(self):
         """The next message, decoded; raises EOFError when the Manager closed."""

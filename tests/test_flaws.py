@@ -67,23 +67,6 @@ class Peer(RawPeer):
         self.name = None  # the network name, as the Manager calls this peer
         _open_peers.append(self)
 
-    def read_raw_line(self):
-        start = 0
-        while True:
-            index = self._buf.find(b"\n", start)
-            if index >= 0:
-                break
-            start = len(self._buf)
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                rest = bytes(self._buf)
-                self._buf.clear()
-                return rest
-            self._buf += chunk
-        line = bytes(self._buf[:index + 1])
-        del self._buf[:index + 1]
-        return line
-
     def read(self):
         try:
             line = self.read_raw_line()

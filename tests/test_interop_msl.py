@@ -17,6 +17,8 @@ import threading
 import time
 
 import pytest
+
+import rawpeer
 from msl.network import LinkedClient, connect
 from msl.network.client import Link
 from msl.network.constants import HOSTNAME
@@ -31,15 +33,9 @@ LANGUAGE = f"Python {platform.python_version()}"
 OS_NAME = f"{platform.system()} {platform.release()} {platform.machine()}"
 
 
+
 def wait_until(condition, timeout=WAIT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+    return rawpeer.wait_until(condition, timeout, what, interval=0.02)
 
 
 class Network:

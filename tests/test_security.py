@@ -19,10 +19,11 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 
 import pytest
+
+import rawpeer
 from msl.network import connect
 from msl.network.database import ConnectionsTable, HostnamesTable, UsersTable
 
@@ -42,15 +43,9 @@ def watchdog():
     faulthandler.cancel_dump_traceback_later()
 
 
+
 def wait_until(condition, timeout=WAIT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    return rawpeer.wait_until(condition, timeout, what, interval=0.05)
 
 
 def cert_path(home):
@@ -73,7 +68,7 @@ class TlsPeer(RawPeer):
         raw = socket.create_connection((HOST, port), timeout=timeout)
         self.sock = context.wrap_socket(raw, server_hostname="localhost")
         self.sock.settimeout(timeout)
-        self._buf = b""
+        self._buf = bytearray()
 
 
 def closes(peer, within=5):

@@ -36,23 +36,6 @@ class Peer(RawPeer):
         self.end = end
         _open_peers.append(self)
 
-    def read_raw_line(self):
-        start = 0
-        while True:
-            index = self._buf.find(b"\n", start)
-            if index >= 0:
-                break
-            start = len(self._buf)
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                rest = bytes(self._buf)
-                self._buf.clear()
-                return rest
-            self._buf += chunk
-        line = bytes(self._buf[:index + 1])
-        del self._buf[:index + 1]
-        return line
-
     def read(self):
         """The next message; every line from the Manager must end with CRLF."""
         try:
