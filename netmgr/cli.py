@@ -179,8 +179,11 @@ def start(config_file, auth_hostname, auth_login, auth_password, log_file, **fla
 
     if log_file is not None and log_file.strip().lower() == "none":
         log_file = ""
-    settings = _settings(config_file, log_file=log_file, **flags)
-    server.run(**settings.start_options(auth_hostname, auth_login, auth_password))
+    def options():
+        settings = _settings(config_file, log_file=log_file, **flags)
+        return settings.start_options(auth_hostname, auth_login, auth_password)
+
+    server.run(**options(), reread=options)  # SIGHUP resolves the settings again
 
 
 # ------------------------------------------------------------------------------------ keys, certs

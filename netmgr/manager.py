@@ -86,6 +86,7 @@ class Manager:
         self._background = []
         self.reloader = None  # callable(manager) that re-reads configuration (set by netmgr.server)
         self._stopped = Event()
+        self._reloading = False
         self._local = {"127.0.0.1", "::1", "localhost"}
         self._handlers = {
             "identity": self._identity,
@@ -111,6 +112,10 @@ class Manager:
         self._local.update(_local_addresses())
         self.server = StreamServer(listener, self._handle, spawn=Pool(settings.max_connections))
         self.server.start()
+        # handlers before anyone can see the start-up line: a signal right after it must not kill us
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            gevent.signal_handler(signum, self.request_stop)
+        gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
         self._background = [gevent.spawn(self._flush_events)]
         interval = systemd.watchdog_interval()
         if interval:
@@ -133,7 +138,7 @@ class Manager:
 
     def _choose_auth(self):
         settings = self.settings
-        throttle = Throttle(settings.max_auth_failures, lockout=settings.auth_lockout)
+        self.throttle = throttle = Throttle(settings.max_auth_failures, lockout=settings.auth_lockout)
         self.login = LoginAuth(self.users, throttle, settings.bcrypt_rounds)
         self.admin = Admin(self)
         if settings.auth_mode == "login" and not self.users.usernames():
@@ -170,9 +175,6 @@ class Manager:
 
         Tells systemd READY=1 once listening; SIGHUP reloads without dropping connections.
         """
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            gevent.signal_handler(signum, self.request_stop)
-        gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
         systemd.ready(self.describe())
         self._stopped.wait()
         self.stop()
@@ -186,6 +188,32 @@ class Manager:
 
         Trusted hostnames are read afresh for every connection and need nothing here.
         """
+        if self._reloading:
+            return
+        self._reloading = True
+        try:
+            self._reload()
+        finally:
+            self._reloading = False
+
+    def apply(self, ssl_context=None, handshake_timeout=None, line_limit=None, queue_limit=None,
+              bcrypt_rounds=None, max_auth_failures=None, auth_lockout=None):
+        """Settings that may change while peers stay connected (new connections use them)."""
+        settings = self.settings
+        if ssl_context is not None:
+            settings.ssl_context = ssl_context
+        for name, value in (("handshake_timeout", handshake_timeout), ("line_limit", line_limit),
+                            ("queue_limit", queue_limit), ("bcrypt_rounds", bcrypt_rounds)):
+            if value is not None:
+                setattr(settings, name, value)
+        if bcrypt_rounds is not None:
+            self.users.rounds = self.login.rounds = bcrypt_rounds
+        if max_auth_failures is not None:
+            self.throttle.max_failures = max_auth_failures
+        if auth_lockout is not None:
+            self.throttle.lockout = auth_lockout
+
+    def _reload(self):
         systemd.reloading()
         logger.info("reloading")
         try:

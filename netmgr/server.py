@@ -60,16 +60,39 @@ def tls_context(host, cert_file, key_file, key_password, logger, home=None):
     return context
 
 
-def _reload_tls(mgr, host, cert_file, key_file, key_password, logger, home=None):
-    """SIGHUP: load the certificate and key again; new connections use them, old ones keep theirs."""
-    mgr.settings.ssl_context = tls_context(host, cert_file, key_file, key_password, logger, home)
+#: settings a reload cannot change: they need a restart
+RESTART_ONLY = ("host", "port", "database", "disable_tls", "home", "auth_hostname", "auth_login",
+                "auth_password", "max_connections", "log_file")
+
+
+def reloader(reread, current, logger):
+    """The SIGHUP handler's work: resolve the settings again (config file, environment, the
+    original flags) and apply what can change while peers stay connected."""
+    def reload(mgr):
+        new = reread()
+        level = log.parse_level(new["log_level"])
+        context = None
+        if not current["disable_tls"]:
+            context = tls_context(new["host"], new["cert_file"], new["key_file"],
+                                  secret_value(new["key_file_password"]), logger, new["home"])
+        mgr.apply(ssl_context=context, handshake_timeout=new["handshake_timeout"],
+                  line_limit=new["max_line_size"], queue_limit=new["max_queue_size"],
+                  bcrypt_rounds=new["bcrypt_rounds"], max_auth_failures=new["max_auth_failures"],
+                  auth_lockout=new["auth_lockout"])
+        log.set_level(level)
+        changed = sorted(k for k in RESTART_ONLY if new.get(k) != current.get(k))
+        if changed:
+            logger.warning("restart_required", settings=",".join(changed))
+    return reload
 
 
 def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_tls, host,
         key_file, key_file_password, port, log_level, log_file, max_connections,
         handshake_timeout, max_line_size, max_queue_size, bcrypt_rounds, max_auth_failures,
-        auth_lockout, home=None):
-    """Run a Manager until it is stopped. `home` (:mod:`netmgr.config`) places the default files."""
+        auth_lockout, home=None, reread=None):
+    """Run a Manager until it is stopped. `home` (:mod:`netmgr.config`) places the default files;
+    `reread()` returns these keyword arguments afresh for a SIGHUP reload."""
+    current = dict(locals())
     from netmgr import manager
 
     try:
@@ -102,9 +125,8 @@ def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_t
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc}") from None
-    if not disable_tls:
-        mgr.reloader = lambda m: _reload_tls(m, host, cert_file, key_file,
-                                             secret_value(key_file_password), logger, home)
+    if reread is not None:
+        mgr.reloader = reloader(reread, current, logger)
     tls = "DISABLED" if disable_tls else "ENABLED"
     running = f"Network Manager running on {host or manager.HOSTNAME}:{mgr.port} (TLS {tls})"
     logger.info(running)
