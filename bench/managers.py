@@ -98,6 +98,20 @@ def netmgr_available():
     return True, ""
 
 
+def netmgr_lib_available():
+    """(ok, reason): the lib cases run netmgr's library once ``import netmgr.client, netmgr.service``
+    succeeds from the repo root."""
+    try:
+        r = subprocess.run([sys.executable, "-c", "import netmgr.client, netmgr.service"], cwd=ROOT,
+                           env=_child_env(), capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return False, "import netmgr.client, netmgr.service timed out"
+    if r.returncode:
+        last = (r.stderr.strip().splitlines() or ["?"])[-1]
+        return False, f"import netmgr.client, netmgr.service failed: {last}"
+    return True, ""
+
+
 _netmgr_options = None
 
 

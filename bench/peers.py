@@ -5,7 +5,9 @@ or over TLS with ``--tls-cert CERT`` (the Manager's certificate, trusted as ``ca
 the name ``localhost``, as a 1.0 Client trusts the certificate it saved).
 
 * ``service``: the Echo Service. Blocking socket; all the replies produced by one ``recv`` go out in
-  one ``sendall``. Prints ``READY`` once its identity has been sent.
+  one ``sendall``. Prints ``READY`` once its identity has been sent. ``--recv-size`` (default
+  RECV_SIZE, 256 KiB) is the size asked of each ``recv``: above glibc's mmap threshold (128 KiB)
+  every ``recv`` maps and unmaps its buffer (~14 us here), so the floor of ``lib_seq`` uses 64 KiB.
 * ``load``: N raw Clients in one process (``selectors``), each keeping W requests in flight. Connects,
   links with the Echo Service, prints ``READY``, then waits for ``GO <t_start> <t_ms> <t_me>`` on stdin
   (absolute ``time.monotonic()`` values, so several load processes share one window). Replies that
@@ -224,7 +226,7 @@ def rss_kib(pid):
 # ---------------------------------------------------------------------------------------------
 # Echo Service
 
-def run_service(port, name, tls=None):
+def run_service(port, name, tls=None, recv_size=RECV_SIZE):
     """Serve until EOF or SIGTERM, then print ``SERVED <requests> <recv batches>``."""
     identity = dict(SERVICE_IDENTITY, name=name)
     peer = BlockingPeer(port, identity, tls=tls)
@@ -233,7 +235,7 @@ def run_service(port, name, tls=None):
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     print("READY", flush=True)
     try:
-        serve(peer.sock, peer.framer, peer.lines, stats)
+        serve(peer.sock, peer.framer, peer.lines, stats, recv_size)
     except SystemExit:
         pass
     finally:
@@ -246,7 +248,7 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(0)
 
 
-def serve(sock, framer, pending, stats):
+def serve(sock, framer, pending, stats, recv_size=RECV_SIZE):
     """Answer echo requests; ``stats`` = [requests served, batches], updated after each sendall."""
     loads, dumps = orjson.loads, orjson.dumps
     poller = None
@@ -258,7 +260,7 @@ def serve(sock, framer, pending, stats):
             lines, pending = pending, None
         else:
             try:
-                data = sock.recv(RECV_SIZE)
+                data = sock.recv(recv_size)
                 if data and poller is not None:
                     data = drain_tls_blocking(sock, data, poller)
             except OSError:
@@ -630,6 +632,7 @@ def main(argv=None):
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--name", default="Echo")
     s.add_argument("--tls-cert", help="connect over TLS, trusting this certificate")
+    s.add_argument("--recv-size", type=int, default=RECV_SIZE, help="bytes asked of each recv")
     lo = sub.add_parser("load")
     lo.add_argument("--port", type=int, required=True)
     lo.add_argument("--clients", type=int, required=True)
@@ -650,7 +653,7 @@ def main(argv=None):
     i.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.role == "service":
-        return run_service(args.port, args.name, client_tls_context(args.tls_cert))
+        return run_service(args.port, args.name, client_tls_context(args.tls_cert), args.recv_size)
     if args.role == "load":
         return run_load(args)
     return run_idle(args)
