@@ -4,6 +4,7 @@ Services run in threads of the test process (netmgr's or msl-network 1.0's), or 
 process when a test must SIGKILL them. Nothing sleeps a fixed time to wait for readiness: the
 helpers poll the Manager's identity.
 """
+import contextlib
 import os
 import subprocess
 import sys
@@ -231,6 +232,33 @@ def start_service(port, service, wait=True, **kwargs):
                 raise running.error
             raise
     return running
+
+
+@contextlib.contextmanager
+def serving(port, *services, **kwargs):
+    """The `services` running (each started with :func:`start_service`) inside the block."""
+    running = []
+    try:
+        for service in services:
+            running.append(start_service(port, service, **kwargs))
+        yield running
+    finally:
+        for r in running:
+            r.stop()
+
+
+@contextlib.contextmanager
+def linked(port, service):
+    """Run `service`, connect a plaintext Client and link with the Service: yields the Link."""
+    with serving(port, service), connect(host=HOST, port=port, disable_tls=True) as cxn:
+        yield cxn.link(service.name)
+
+
+def beating(rate):
+    """A Heartbeat whose emitting task is added (it runs once the Service starts)."""
+    heartbeat = Heartbeat(rate=rate)
+    heartbeat.add_tasks(heartbeat.emit())
+    return heartbeat
 
 
 SERVICE_PROCESS = r"""

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from conftest import free_port
-from lib_support import (HOST, Echo, Toolbox, collect_notifications, env_home, start_service,
-                         until)
+from lib_support import (HOST, Echo, Toolbox, beating, collect_notifications, env_home, linked,
+                         start_service, until)
 from netmgr.client import MessageTooLargeError, connect, filter_client_connect_kwargs
 from netmgr.service import Service, filter_run_forever_kwargs, filter_service_start_kwargs
 
@@ -466,20 +466,10 @@ def test_tls_concurrency_and_large_messages(netmgr_factory, netmgr_home, monkeyp
 
 
 def test_notifications_between_calls_are_delivered_promptly(netmgr):
-    from lib_support import Heartbeat
-
-    heartbeat = Heartbeat(rate=100)
-    heartbeat.add_tasks(heartbeat.emit())
-    running = start_service(netmgr.port, heartbeat)
-    try:
-        with connect(host=HOST, port=netmgr.port, disable_tls=True) as c:
-            hb = c.link("Heartbeat")
-            seen = collect_notifications(hb)
-            for _ in range(20):
-                hb.reset()  # calls keep the reading role busy with the calling thread
-            n = len(seen)
-            time.sleep(0.3)  # no calls: the background reader delivers the beats
-            assert len(seen) >= n + 10
-    finally:
-        heartbeat.kill()
-        running.stop()
+    with linked(netmgr.port, beating(rate=100)) as hb:
+        seen = collect_notifications(hb)
+        for _ in range(20):
+            hb.reset()  # calls keep the reading role busy with the calling thread
+        n = len(seen)
+        time.sleep(0.3)  # no calls: the background reader delivers the beats
+        assert len(seen) >= n + 10

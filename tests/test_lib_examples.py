@@ -4,35 +4,27 @@ import time
 
 import pytest
 
-from lib_support import (HOST, BasicMath, Echo, Heartbeat, MyArray, Shutdownable,
-                         collect_notifications, start_service, until, wait_for_services)
+from lib_support import (HOST, BasicMath, Echo, MyArray, Shutdownable, beating,
+                         collect_notifications, linked, serving, until, wait_for_services)
 from netmgr.client import LinkedClient, connect
 from netmgr.service import run_services
 
 
 def test_echo(netmgr):
-    running = start_service(netmgr.port, Echo())
-    try:
-        with connect(host=HOST, port=netmgr.port, disable_tls=True) as cxn:
-            e = cxn.link("Echo")
-            args, kwargs = e.echo(1, 2, x="hello", y="world")
-            assert args == [1, 2]
-            assert kwargs == {"x": "hello", "y": "world"}
-            assert e.echo() == [[], {}]
-            assert e.service_attributes == {"echo": "(*args, **kwargs)",
-                                            "set_logging_level": "(level)"}
-            with pytest.raises(TypeError, match="not JSON serializable"):
-                e.echo(1 + 4j)
-    finally:
-        running.stop()
+    with linked(netmgr.port, Echo()) as e:
+        args, kwargs = e.echo(1, 2, x="hello", y="world")
+        assert args == [1, 2]
+        assert kwargs == {"x": "hello", "y": "world"}
+        assert e.echo() == [[], {}]
+        assert e.service_attributes == {"echo": "(*args, **kwargs)",
+                                        "set_logging_level": "(level)"}
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            e.echo(1 + 4j)
 
 
 def test_basic_math_synchronous(netmgr):
     """Each request waits for its reply: the total is the sum of the sleeps (2.1 s)."""
-    running = start_service(netmgr.port, BasicMath())
-    try:
-        cxn = connect(host=HOST, port=netmgr.port, disable_tls=True)
-        bm = cxn.link("BasicMath")
+    with linked(netmgr.port, BasicMath()) as bm:
         t0 = time.perf_counter()
         assert bm.add(1, 2) == 3
         assert bm.subtract(1, 2) == -1
@@ -48,17 +40,11 @@ def test_basic_math_synchronous(netmgr):
             bm.ensure_positive(-1)
         with pytest.raises(RuntimeError, match="Cannot request a private attribute"):
             bm._password()
-        cxn.disconnect()
-    finally:
-        running.stop()
 
 
 def test_basic_math_asynchronous(netmgr):
     """Futures: the total is the longest sleep (0.6 s), about 3.5 times faster than 2.1 s."""
-    running = start_service(netmgr.port, BasicMath())
-    try:
-        cxn = connect(host=HOST, port=netmgr.port, disable_tls=True)
-        bm = cxn.link("BasicMath")
+    with linked(netmgr.port, BasicMath()) as bm:
         t0 = time.perf_counter()
         add = bm.add(1, 2, asynchronous=True)
         subtract = bm.subtract(1, 2, asynchronous=True)
@@ -71,76 +57,55 @@ def test_basic_math_asynchronous(netmgr):
                 is_positive.result(), power.result()] == [3, -1, 2, 0.5, True, 16]
         dt = time.perf_counter() - t0
         assert 0.6 <= dt < 1.3
-        cxn.disconnect()
-    finally:
-        running.stop()
 
 
 def test_basic_math_sync_and_async_on_one_link(netmgr):
-    running = start_service(netmgr.port, BasicMath())
-    try:
-        with connect(host=HOST, port=netmgr.port, disable_tls=True) as cxn:
-            bm = cxn.link("BasicMath")
-            t0 = time.perf_counter()
-            future = bm.subtract(5, 3, asynchronous=True)
-            assert bm.add(1, 2) == 3  # runs while subtract sleeps
-            assert future.result() == 2
-            assert time.perf_counter() - t0 < 0.45
-    finally:
-        running.stop()
+    with linked(netmgr.port, BasicMath()) as bm:
+        t0 = time.perf_counter()
+        future = bm.subtract(5, 3, asynchronous=True)
+        assert bm.add(1, 2) == 3  # runs while subtract sleeps
+        assert future.result() == 2
+        assert time.perf_counter() - t0 < 0.45
 
 
 def test_my_array(netmgr):
-    running = start_service(netmgr.port, MyArray())
-    try:
-        with connect(host=HOST, port=netmgr.port, disable_tls=True) as cxn:
-            my_array = cxn.link("MyArray")
-            linspace = my_array.linspace(0, 1)
-            assert len(linspace) == 100
-            assert linspace[0] == 0 and linspace[-1] == pytest.approx(1)
-            assert my_array.scalar_multiply(2, linspace) == [2 * x for x in linspace]
-            big = my_array.linspace(0, 1, n=1_000_000, asynchronous=True)
-            assert len(big.result(30)) == 1_000_000
-    finally:
-        running.stop()
+    with linked(netmgr.port, MyArray()) as my_array:
+        linspace = my_array.linspace(0, 1)
+        assert len(linspace) == 100
+        assert linspace[0] == 0 and linspace[-1] == pytest.approx(1)
+        assert my_array.scalar_multiply(2, linspace) == [2 * x for x in linspace]
+        big = my_array.linspace(0, 1, n=1_000_000, asynchronous=True)
+        assert len(big.result(30)) == 1_000_000
 
 
 def test_heartbeat_notifications(netmgr):
-    heartbeat = Heartbeat(rate=50)
-    heartbeat.add_tasks(heartbeat.emit())
-    running = start_service(netmgr.port, heartbeat)
-    echo = start_service(netmgr.port, Echo())
-    try:
-        with connect(host=HOST, port=netmgr.port, disable_tls=True) as cxn:
-            hb = cxn.link("Heartbeat")
-            e = cxn.link("Echo")
-            beats = collect_notifications(hb)
-            echoes = collect_notifications(e)
-            assert until(lambda: len(beats) >= 5)
-            hb.reset()
-            assert until(lambda: len(beats) >= 10)
-            values = [args[0] for args, kwargs in beats]
-            assert 0 in values[1:]  # the counter restarted after reset()
-            hb.kill()
-            time.sleep(0.2)
-            count = len(beats)
-            time.sleep(0.2)
-            assert len(beats) == count  # killed: no more beats
-            assert echoes == []  # only Clients linked with the emitting Service are notified
-            with LinkedClient("Heartbeat", host=HOST, port=netmgr.port,
-                              disable_tls=True) as lc:
-                got = []
-                lc.notification_handler = lambda *a, **k: got.append(a)
-                lc.set_heart_rate(50)
-                lc.reset()
-                heartbeat._alive = True  # kill() ended the task: emit again
-                threading.Thread(target=_run_coroutine, args=(heartbeat.emit(),),
-                                 daemon=True).start()
-                assert until(lambda: len(got) >= 3)
-    finally:
-        heartbeat.kill()
-        running.stop()
-        echo.stop()
+    heartbeat = beating(rate=50)
+    with serving(netmgr.port, heartbeat, Echo()), \
+            connect(host=HOST, port=netmgr.port, disable_tls=True) as cxn:
+        hb = cxn.link("Heartbeat")
+        e = cxn.link("Echo")
+        beats = collect_notifications(hb)
+        echoes = collect_notifications(e)
+        assert until(lambda: len(beats) >= 5)
+        hb.reset()
+        assert until(lambda: len(beats) >= 10)
+        values = [args[0] for args, kwargs in beats]
+        assert 0 in values[1:]  # the counter restarted after reset()
+        hb.kill()
+        time.sleep(0.2)
+        count = len(beats)
+        time.sleep(0.2)
+        assert len(beats) == count  # killed: no more beats
+        assert echoes == []  # only Clients linked with the emitting Service are notified
+        with LinkedClient("Heartbeat", host=HOST, port=netmgr.port, disable_tls=True) as lc:
+            got = []
+            lc.notification_handler = lambda *a, **k: got.append(a)
+            lc.set_heart_rate(50)
+            lc.reset()
+            heartbeat._alive = True  # kill() ended the task: emit again
+            threading.Thread(target=_run_coroutine, args=(heartbeat.emit(),),
+                             daemon=True).start()
+            assert until(lambda: len(got) >= 3)
 
 
 def _run_coroutine(coro):
@@ -150,8 +115,7 @@ def _run_coroutine(coro):
 
 
 def test_linked_client(netmgr):
-    running = start_service(netmgr.port, Echo())
-    try:
+    with serving(netmgr.port, Echo()):
         link = LinkedClient("Echo", name="foobar", host=HOST, port=netmgr.port, disable_tls=True)
         assert link.echo(1, x=2) == [[1], {"x": 2}]
         assert set(link.service_attributes) == {"echo", "set_logging_level"}
@@ -173,8 +137,6 @@ def test_linked_client(netmgr):
             link.echo(1)
         link.disconnect()
         assert not link.is_connected()
-    finally:
-        running.stop()
 
 
 def test_linked_client_service_not_available(netmgr):

@@ -1,0 +1,176 @@
+"""Reaching a Manager, for the Client and the Service alike: addresses, options, failover, back-off.
+
+:class:`Options` holds what ``connect()`` and ``Service.start()`` were told about the Managers
+and opens one connection with its handshake; :class:`Failover` makes rounds over the failover
+list and says when to give up; :class:`Backoff` spaces the rounds. What a connection is then
+used for, and what happens to the state of a Client or Service, is the caller's.
+"""
+import random
+
+from netmgr._conn import Credentials, handshake
+from netmgr._lines import Lines
+from netmgr._transport import open_connection
+from netmgr.protocol import PORT
+
+
+def parse_managers(host, port=PORT):
+    """The Managers to try, in order, as ``[(host, port), ...]``.
+
+    ``host`` is a host name or address, ``"host:port"``, a ``|``-separated failover list
+    (``"a:1875|b:1876"``), or a list/tuple of such strings or of ``(host, port)`` pairs. An entry
+    without a port uses ``port``. IPv6 addresses with a port are written ``[::1]:1875``.
+    """
+    if isinstance(host, (list, tuple)):
+        if len(host) == 2 and isinstance(host[0], str) and isinstance(host[1], int):
+            entries = [tuple(host)]
+        else:
+            entries = list(host)
+    else:
+        entries = [h.strip() for h in str(host).split("|") if h.strip()]
+    out = [_parse_entry(entry, port) for entry in entries]
+    if not out:
+        raise ValueError(f"no Manager address in host={host!r}")
+    return out
+
+
+def _parse_entry(entry, port):
+    if isinstance(entry, (list, tuple)):
+        h, p = entry
+        return str(h), int(p)
+    entry = str(entry).strip()
+    if entry.startswith("["):
+        h, _, rest = entry[1:].partition("]")
+        p = int(rest[1:]) if rest.startswith(":") else port
+    elif entry.count(":") == 1:
+        h, p = entry.split(":")
+        p = int(p)
+    else:
+        h, p = entry, port
+    return h, int(p)
+
+
+class Backoff:
+    """Delays between reconnect rounds: 0.1 s doubling to ``max_delay``, with 20 % jitter."""
+
+    def __init__(self, max_delay=30.0, first=0.1):
+        self.max_delay = max(0.0, float(max_delay))
+        self.first = first
+        self.attempt = 0
+
+    def next(self):
+        delay = min(self.max_delay, self.first * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return delay * random.uniform(0.8, 1.0)
+
+    def reset(self):
+        self.attempt = 0
+
+
+def reconnect_attempts(reconnect):
+    """``reconnect`` as a number of attempts: False/0/None -> 0, True -> unlimited (-1), N -> N."""
+    if reconnect is True:
+        return -1
+    if not reconnect:
+        return 0
+    return int(reconnect)
+
+
+def summary(exc):
+    """The first line of an exception's text, or its type's name."""
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Options:
+    """How to reach the Managers: the keywords that ``connect()`` and ``Service.start()`` share."""
+
+    def __init__(self, *, host, port, timeout, username, password, password_manager, read_limit,
+                 disable_tls, cert_file, assert_hostname, auto_save, reconnect=False,
+                 max_delay=30.0, on_state_change=None):
+        self.managers = parse_managers(host, port)
+        self.timeout = timeout
+        self.read_limit = read_limit
+        self.tls = dict(disable_tls=disable_tls, cert_file=cert_file,
+                        assert_hostname=assert_hostname, auto_save=auto_save)
+        self.credentials = Credentials(username, password, password_manager)
+        self.attempts = reconnect_attempts(reconnect)
+        self.max_delay = max_delay
+        self.on_state_change = on_state_change
+
+    def open(self, host, port, identity):
+        """Connect to one Manager and answer its handshake.
+
+        Returns ``(transport, local_port, leftover_lines, lines)``; the transport is closed
+        when the handshake fails.
+        """
+        transport = open_connection(host, port, timeout=self.timeout, **self.tls)
+        lines = Lines(self.read_limit)
+        try:
+            local_port, leftover = handshake(transport, lines, identity, self.credentials, host,
+                                             port, self.timeout, self.tls["disable_tls"])
+        except BaseException:
+            transport.close()
+            raise
+        return transport, local_port, leftover, lines
+
+
+class Failover:
+    """Rounds over the failover list, each from the Manager at ``index``, until one accepts.
+
+    ``errors`` holds the ``(host, port, exception)`` of the last round's failures.
+    """
+
+    def __init__(self, options, identity, index=0):
+        self.options = options
+        self.identity = identity
+        self.index = index
+        self.rounds = 0
+        self.errors = []
+        self.stopped = False
+        self._backoff = Backoff(options.max_delay)
+
+    def round(self, fatal=None, stop=None, on_error=None):
+        """Try each Manager once; ``(host, port, transport, local_port, leftover, lines)`` of the
+        first that accepts, or None.
+
+        An error for which ``fatal(exc)`` is true is raised at once, the others are passed to
+        ``on_error(host, port, exc)``. When ``stop()`` is true before a Manager is tried the
+        round ends: None, and ``stopped`` is set.
+        """
+        self.errors = []
+        managers = self.options.managers
+        n = len(managers)
+        for i in range(n):
+            index = (self.index + i) % n
+            host, port = managers[index]
+            if stop is not None and stop():
+                self.stopped = True
+                return None
+            try:
+                opened = self.options.open(host, port, self.identity)
+            except (OSError, ValueError) as exc:
+                if fatal is not None and fatal(exc):
+                    raise
+                self.errors.append((host, port, exc))
+                if on_error is not None:
+                    on_error(host, port, exc)
+                continue
+            self.index = index
+            return (host, port, *opened)
+        self.rounds += 1
+        return None
+
+    def exhausted(self):
+        """Whether the ``reconnect`` attempts are used up."""
+        return 0 < self.options.attempts <= self.rounds
+
+    def next_delay(self):
+        """Seconds to wait before the next round."""
+        return self._backoff.next()
+
+    def error(self):
+        """What to raise when a round found no Manager: its one error, or a list of them."""
+        if len(self.errors) == 1:
+            return self.errors[0][2]
+        text = "\n".join(f"  {h}:{p}: {summary(e)}" for h, p, e in self.errors)
+        return ConnectionError(f"Cannot connect to any of the Managers:\n{text}")
