@@ -65,6 +65,25 @@ class RawPeer:
         except ConnectionResetError:
             return True
 
+    def wait_closed(self, seconds=10.0):
+        """True when the Manager closes the connection within ``seconds`` (unread data is dropped)."""
+        deadline = time.monotonic() + seconds
+        old = self.sock.gettimeout()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.sock.settimeout(remaining)
+                if not self.sock.recv(1 << 20):
+                    return True
+        except (socket.timeout, TimeoutError):
+            return False
+        except ConnectionError:
+            return True
+        finally:
+            self.sock.settimeout(old)
+
     def close(self):
         self.sock.close()
 

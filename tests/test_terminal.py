@@ -59,23 +59,7 @@ class Peer(RawPeer):
         return f"{name}[{HOSTNAME}:{self.network_name_port}]"
 
     def wait_closed(self, seconds=PROMPT):
-        """True when the Manager closes the connection within ``seconds`` (unread data is dropped)."""
-        deadline = time.monotonic() + seconds
-        old = self.sock.gettimeout()
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self.sock.settimeout(remaining)
-                if not self.sock.recv(1 << 20):
-                    return True
-        except (socket.timeout, TimeoutError):
-            return False
-        except ConnectionError:
-            return True
-        finally:
-            self.sock.settimeout(old)
+        return super().wait_closed(seconds)
 
 
 def start_service(port, name, attributes=None, max_clients=-1):
