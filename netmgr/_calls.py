@@ -17,8 +17,10 @@ import os
 import threading
 import time
 from concurrent.futures import Future
+from threading import get_ident as _get_ident
+from time import monotonic as _monotonic
 
-from netmgr._conn import CONNECTED, RECONNECTING
+from netmgr._conn import CONNECTED, RECONNECTING, encode
 from netmgr.protocol import dumps
 
 #: A call made this long (seconds) after the last read first checks that the Manager is still
@@ -72,6 +74,39 @@ class Calls:
 
     def _request(self, service, attribute, args, kwargs, timeout=None, asynchronous=False,
                  link=None):
+        """Send a request; its reply (or, `asynchronous`, a Future). The common case, a
+        synchronous call on an idle, recently read connection, takes the reading role at once."""
+        if (asynchronous or self._leader is not None or self._state != CONNECTED
+                or self._closing):
+            return self._request_slow(service, attribute, args, kwargs, timeout, asynchronous,
+                                      link)
+        now = _monotonic()
+        gen = self._gen
+        if now - self._last_read > PRECHECK_AFTER or (link is not None
+                                                      and link._linked_gen != gen):
+            return self._request_slow(service, attribute, args, kwargs, timeout, False, link)
+        if timeout is None:
+            timeout = self._request_timeout
+        deadline = None if timeout is None or timeout == math.inf else now + timeout
+        uid = self._uid_prefix + format(next(self._uid_count), "x")
+        data = encode({"args": args, "attribute": attribute, "error": False,
+                       "kwargs": kwargs, "service": service, "uid": uid})
+        waiter = _Waiter(uid, f"{service}.{attribute}")
+        me = _get_ident()
+        with self._lock:
+            transport = self._transport
+            lead = gen == self._gen and self._leader is None
+            if lead:
+                self._leader = me
+                self._pending[uid] = waiter
+        if lead and self._send(data, waiter, transport, gen, True, me):
+            self._lead(waiter, deadline)
+            if waiter.done and not waiter.seq and waiter.error is None:
+                return waiter.value
+            return self._settle(waiter)
+        return self._request_slow(service, attribute, args, kwargs, timeout, False, link)
+
+    def _request_slow(self, service, attribute, args, kwargs, timeout, asynchronous, link):
         if timeout is None:
             timeout = self._request_timeout
         deadline = None if timeout is None or timeout == math.inf else time.monotonic() + timeout
@@ -172,6 +207,10 @@ class Calls:
             lead = self._follow(waiter, deadline, me)
             if not lead:
                 break
+        return self._settle(waiter)
+
+    def _settle(self, waiter):
+        """The value of a synchronous request after reading for it, or its error."""
         if not waiter.done:
             with self._lock:
                 self._pending.pop(waiter.uid, None)
@@ -185,12 +224,39 @@ class Calls:
         return waiter.value
 
     def _lead(self, waiter, deadline):
+        """Read (holding the reading role) until `waiter` is resolved, the deadline passes or the
+        connection is lost; then give up the role."""
+        transport, gen, lines = self._transport, self._gen, self._lines
         try:
-            self._read_until(waiter, deadline)
+            if transport is None:
+                return
+            feed, dispatch, recv_by = lines.feed, self._dispatch, transport.recv_by
+            while not waiter.done:
+                if gen != self._gen:
+                    return
+                if deadline is None:
+                    remaining = None
+                else:
+                    remaining = deadline - _monotonic()
+                    if remaining <= 0:
+                        return
+                try:
+                    data = recv_by(remaining)
+                except OSError as exc:
+                    self._lost(gen, exc)
+                    return
+                if data is None:
+                    continue
+                if not data:
+                    self._eof(lines, gen)
+                    return
+                self._last_read = _monotonic()
+                for line in feed(data):
+                    dispatch(line)
         finally:
             with self._lock:
                 self._leader = None
-                self._last_fg = time.monotonic()
+                self._last_fg = _monotonic()
                 if self._fg_waiting or self._pending:
                     self._cond.notify_all()
 
@@ -216,34 +282,6 @@ class Calls:
                 return False
             finally:
                 self._fg_waiting -= 1
-
-    def _read_until(self, waiter, deadline):
-        transport, gen, lines = self._transport, self._gen, self._lines
-        if transport is None:
-            return
-        feed, dispatch = lines.feed, self._dispatch
-        while not waiter.done:
-            if gen != self._gen:
-                return
-            if deadline is None:
-                remaining = None
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-            try:
-                data = transport.recv_by(remaining)
-            except OSError as exc:
-                self._lost(gen, exc)
-                return
-            if data is None:
-                continue
-            if not data:
-                self._eof(lines, gen)
-                return
-            self._last_read = time.monotonic()
-            for line in feed(data):
-                dispatch(line)
 
     def _drain(self, transport, gen):
         """Read what is already buffered (the leader, before sending). False if the peer closed."""

@@ -13,12 +13,16 @@ reply from a Service is returned only after the handlers of the notifications it
 import logging
 import threading
 
+from orjson import loads as _orjson_loads
+
 from netmgr._calls import _Waiter
 from netmgr._conn import credential_reply, error_text
 from netmgr._lines import TooLong
 from netmgr.protocol import NOTIFICATION_UID, loads
 
 logger = logging.getLogger("netmgr.client")
+
+_INVALID = object()
 
 
 class MessageTooLargeError(RuntimeError):
@@ -33,13 +37,13 @@ class Dispatch:
             self._too_long(line)
             return
         try:
-            msg = loads(line)
+            msg = _orjson_loads(line)
         except ValueError:
-            logger.error("invalid line from Manager[%s]: %r", self._address_manager, line[:200])
-            return
+            msg = self._loads_slow(line)
         if msg.__class__ is not dict:
-            logger.error("unexpected message from Manager[%s]: %r", self._address_manager,
-                         line[:200])
+            if msg is not _INVALID:
+                logger.error("unexpected message from Manager[%s]: %r", self._address_manager,
+                             line[:200])
             return
         uid = msg.get("uid")
         if uid == NOTIFICATION_UID and "service" in msg:
@@ -49,16 +53,28 @@ class Dispatch:
             return
         self._reply(msg, uid)
 
+    def _loads_slow(self, line):
+        """What orjson refuses: 1.0's NaN and Infinity, or an invalid line (``_INVALID``)."""
+        try:
+            return loads(line)
+        except ValueError:
+            logger.error("invalid line from Manager[%s]: %r", self._address_manager, line[:200])
+            return _INVALID
+
     def _reply(self, msg, uid):
         is_error = bool(msg.get("error"))
         with self._lock:
             waiter = self._pending.pop(uid, None) if uid else None
             if waiter is None and uid == "" and (is_error or "result" in msg):
                 waiter = self._pop_most_recent(manager_only=not is_error)
-            if waiter is not None and waiter.__class__ is _Waiter:
+            if waiter.__class__ is _Waiter:
                 if self._posted:
                     waiter.seq = self._unhandled(waiter.request)
-                waiter._resolve(*self._outcome(msg, is_error))
+                if is_error:
+                    waiter._resolve(*self._outcome(msg, is_error))
+                else:
+                    waiter.value = msg.get("result")
+                    waiter.done = True
                 if self._fg_waiting:
                     self._cond.notify_all()
                 return

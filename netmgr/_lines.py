@@ -56,6 +56,11 @@ class Lines(LineReader):
 
     def feed(self, data):
         """The complete lines (bytes) and :class:`TooLong` markers in ``data``, in order."""
+        if data.find(b"\n") == len(data) - 1 and not self._parts and not self._skipping:
+            # the common case: `data` is exactly one line
+            line = data[:-2] if data.endswith(b"\r\n") else data[:-1]
+            if line and len(line) <= self.max_line:
+                return [line]
         if self._skipping:
             return self._feed_skipping(data)
         lines = _split(self, data)

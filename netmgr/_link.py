@@ -164,7 +164,10 @@ class Link:
             raise AttributeError(f"Cannot access {item!r} since the link has been broken")
 
         def request(*args, **kwargs):
-            return self._request(self._service_name, item, *args, **kwargs)
+            client = self._client
+            if kwargs or client is None:
+                return self._request(self._service_name, item, *args, **kwargs)
+            return client._request(self._service_name, item, args, kwargs, None, False, self)
         return request
 
 

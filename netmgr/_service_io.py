@@ -12,7 +12,7 @@ another's write. State callbacks run on the thread that notices the change (the 
 """
 import logging
 
-from netmgr._conn import CONNECTED, DISCONNECTED, HOSTNAME, RECONNECTING
+from netmgr._conn import CONNECTED, DISCONNECTED, HOSTNAME, RECONNECTING, encode
 from netmgr._failover import Failover, summary
 from netmgr._transport import CertificateRefused
 from netmgr.protocol import dumps
@@ -150,7 +150,7 @@ class ServiceIO:
         requester = request.get("requester")
         uid = request.get("uid", "")
         try:
-            data = dumps({"error": False, "requester": requester, "result": value, "uid": uid})
+            data = encode({"error": False, "requester": requester, "result": value, "uid": uid})
         except TypeError as error:
             to_json = getattr(value, "to_json", None)
             try:

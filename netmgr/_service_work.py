@@ -17,6 +17,8 @@ import logging
 import threading
 import time
 
+from orjson import loads as _orjson_loads
+
 from netmgr._lines import TooLong
 from netmgr.protocol import DISCONNECT_REQUEST, SHUTDOWN_SERVICE, dumps, loads
 
@@ -41,7 +43,7 @@ class _State:
         self.rejected = None
         self.received = 0
         # the reading role: one lock, a condition for the watcher and one for sleepers
-        lock = threading.Lock()
+        self.lock = lock = threading.Lock()  # ``with lock`` where ``cond`` is not waited on
         self.cond = threading.Condition(lock)  # idle threads that are not the watcher
         self.watch_cond = threading.Condition(lock)
         self.leader = None  # ident of the thread that reads the socket
@@ -177,7 +179,7 @@ class ServiceWork:
                 self._nm_finish(st)
                 return
             self._nm_execute(item)
-            with st.cond:
+            with st.lock:
                 lead = st.leader == me
                 if lead:
                     st.busy_since = 0.0
@@ -202,7 +204,7 @@ class ServiceWork:
                 item = self._nm_handle(buffered.popleft())
                 if item is None:
                     continue
-                with st.cond:
+                with st.lock:
                     spawn = st.before_running(bool(buffered))
                 if spawn:
                     self._nm_spawn_worker()
@@ -265,10 +267,13 @@ class ServiceWork:
         """The request (a dict with a str ``attribute``) in `line`, or None."""
         st = self._netmgr
         try:
-            request = loads(line)
-        except ValueError as exc:
-            logger.critical("%s: invalid JSON from the Manager: %s", self._name, exc)
-            return None
+            request = _orjson_loads(line)
+        except ValueError:
+            try:
+                request = loads(line)  # NaN, Infinity
+            except ValueError as exc:
+                logger.critical("%s: invalid JSON from the Manager: %s", self._name, exc)
+                return None
         if request.__class__ is not dict:
             logger.error("%s: unexpected message %r", self._name, line[:200])
             return None
