@@ -85,31 +85,28 @@ def _child_env(**extra):
     return env
 
 
-def netmgr_available():
-    """(ok, reason): netmgr is usable once ``import netmgr.manager`` succeeds from the repo root."""
+def _importable(modules):
+    """(ok, reason): ``import <modules>`` succeeds in a child Python from the repo root."""
+    statement = f"import {modules}"
     try:
-        r = subprocess.run([sys.executable, "-c", "import netmgr.manager, netmgr.cli"], cwd=ROOT,
-                           env=_child_env(), capture_output=True, text=True, timeout=60)
+        r = subprocess.run([sys.executable, "-c", statement], cwd=ROOT, env=_child_env(),
+                           capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
-        return False, "import netmgr.manager timed out"
+        return False, f"{statement} timed out"
     if r.returncode:
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        return False, f"import netmgr.manager failed: {last}"
+        return False, f"{statement} failed: {last}"
     return True, ""
+
+
+def netmgr_available():
+    """(ok, reason): netmgr's Manager and command line can be imported."""
+    return _importable("netmgr.manager, netmgr.cli")
 
 
 def netmgr_lib_available():
-    """(ok, reason): the lib cases run netmgr's library once ``import netmgr.client, netmgr.service``
-    succeeds from the repo root."""
-    try:
-        r = subprocess.run([sys.executable, "-c", "import netmgr.client, netmgr.service"], cwd=ROOT,
-                           env=_child_env(), capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        return False, "import netmgr.client, netmgr.service timed out"
-    if r.returncode:
-        last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        return False, f"import netmgr.client, netmgr.service failed: {last}"
-    return True, ""
+    """(ok, reason): netmgr's client and Service library can be imported (the lib cases)."""
+    return _importable("netmgr.client, netmgr.service")
 
 
 _netmgr_options = None
