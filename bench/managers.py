@@ -101,7 +101,7 @@ def _importable(modules):
 
 def netmgr_available():
     """(ok, reason): netmgr's Manager and command line can be imported."""
-    return _importable("netmgr.manager, netmgr.cli")
+    return _importable("netmgr.daemon.manager, netmgr.cli.app")
 
 
 def netmgr_lib_available():
@@ -144,7 +144,7 @@ def netmgr_command(port, tmpdir, tls=None):
     if "--database" in help_text:
         argv += ["--database", str(tmpdir / "netmgr.sqlite3")]
     if "--log-file" in help_text:
-        argv += ["--log-file", str(tmpdir / "netmgr.log")]
+        argv += ["--log-file", str(tmpdir / "netmgr.daemon.log")]
     # keep any home-relative state of netmgr and of msl-network inside the temp dir
     return argv, _child_env(MSL_NETWORK_HOME=str(tmpdir), NETMGR_HOME=str(tmpdir))
 

@@ -135,7 +135,7 @@ def _auth(text):
 
 
 def _log_level(text):
-    from netmgr.log import parse_level
+    from netmgr.daemon.log import parse_level
 
     parse_level(text)  # ValueError: Cannot set logging level to 'X'
     return text
@@ -236,7 +236,7 @@ class Config:
 
     # netmgr start --------------------------------------------------------------------------------
     def start_options(self, auth_hostname=False, auth_login=False, auth_password=None):
-        """Keyword arguments of :func:`netmgr.server.run`.
+        """Keyword arguments of :func:`netmgr.daemon.startup.run`.
 
         Authentication flags on the command line replace the configured ``auth`` entirely (so
         ``--auth-login`` overrides ``auth = password``); without any, ``auth`` decides.

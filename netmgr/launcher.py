@@ -10,7 +10,7 @@ def main():
     from gevent import monkey
 
     monkey.patch_all()
-    from netmgr import cli
+    from netmgr.cli import app as cli
 
     return cli.main()
 

@@ -10,7 +10,10 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from netmgr import cli, config, crypto, models, passwords
+from netmgr import config, crypto
+from netmgr.cli import app as cli
+from netmgr.store import models
+from netmgr.store import passwords
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "etc", "netmgr", "netmgr.conf")
@@ -463,7 +466,7 @@ def test_connections(home, tmp_path):
 @pytest.fixture
 def captured(monkeypatch):
     """Replace server.run: the options ``netmgr start`` resolved, without starting anything."""
-    from netmgr import server
+    from netmgr.daemon import startup as server
 
     calls = []
     monkeypatch.setattr(server, "run", lambda **options: calls.append(options))

@@ -24,7 +24,8 @@ from msl.network import connect
 
 from conftest import ManagerProcess, free_port
 from msl_services import Echo
-from netmgr import cli, models
+from netmgr.cli import app as cli
+from netmgr.store import models
 
 WAIT = 30
 PW = "dummy pw!"

@@ -1,4 +1,4 @@
-"""netmgr.models and netmgr.passwords against real SQLite files, and against MSL-Network 1.0's own tables.
+"""netmgr.store.models and netmgr.store.passwords against real SQLite files, and against MSL-Network 1.0's own tables.
 
 Files written by msl-network 1.0.0 (``msl.network.database``) must open unchanged in netmgr and vice
 versa (reference §2). bcrypt runs at cost 4 here to keep the suite fast.
@@ -15,8 +15,9 @@ import pytest
 from msl.network import constants as msl_constants
 from msl.network import database as msl_db
 
-from netmgr import models, passwords
-from netmgr.models import ConnectionLog, close_db, open_db
+from netmgr.store import models
+from netmgr.store import passwords
+from netmgr.store.models import ConnectionLog, close_db, open_db
 
 ROUNDS = 4
 TABLES = ('connections', 'auth_hostnames', 'auth_users')

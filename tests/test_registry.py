@@ -1,4 +1,4 @@
-"""Socket-free tests of netmgr.registry (reference 1.3 identity step, 1.5, 1.11, 6.1, 6.2, 6.11,
+"""Socket-free tests of netmgr.daemon.registry (reference 1.3 identity step, 1.5, 1.11, 6.1, 6.2, 6.11,
 6.12 and 6.14).
 
 The registry is pure state: peers are registered with opaque handles (plain ``object()`` here),
@@ -7,7 +7,7 @@ and every call either returns what the caller must deliver or raises :class:`Ref
 """
 import pytest
 
-from netmgr.registry import Refused, Registry, check_identity
+from netmgr.daemon.registry import Refused, Registry, check_identity
 
 MANAGER = "Manager[h:1]"
 

@@ -359,7 +359,7 @@ def test_login_rehashes_pbkdf2_rows_to_bcrypt(login_mgr, network, msl10_db):
     key, salt, _ = wait_until(lambda: (lambda r: r if bytes(r[1]) == b"bcrypt" else None)(
         user_row(msl10_db, "bob")), what="bob's row re-hashed")
     assert bytes(key).startswith(b"$2")
-    # Expected and documented (netmgr.passwords): 1.0 tools cannot verify bcrypt rows, so after
+    # Expected and documented (netmgr.store.passwords): 1.0 tools cannot verify bcrypt rows, so after
     # logging in to netmgr once, bob can no longer log in to an msl-network 1.0 Manager.
     with UsersTable(database=str(msl10_db)) as users:
         assert users.is_password_valid("bob", "bob pw") is False

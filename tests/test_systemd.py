@@ -23,7 +23,9 @@ import time
 import pytest
 
 from conftest import ManagerProcess, netmgr_argv
-from netmgr import install, log, systemd
+from netmgr.cli import install
+from netmgr.daemon import log
+from netmgr.daemon import systemd
 from rawpeer import RawPeer
 
 WAIT = 15  # seconds: bound for any single condition
@@ -145,7 +147,7 @@ def test_listen_fds_needs_our_pid():
 
 CHILD = """
 import json, os
-from netmgr import systemd
+from netmgr.daemon import systemd
 socks = systemd.listen_fds()
 sock = socks[0]
 report = {"count": len(socks), "fileno": sock.fileno(), "address": list(sock.getsockname()),

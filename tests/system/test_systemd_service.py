@@ -2,7 +2,7 @@
 
 A Debian bookworm container (``nspawn.py``) gets a wheelhouse of this checkout read-only at
 /wheels. Inside it: a venv in /opt/netmgr, ``netmgr install-service`` (or
-:func:`netmgr.install.install_service` while the command is not wired), ``systemctl start``.
+:func:`netmgr.cli.install.install_service` while the command is not wired), ``systemctl start``.
 From the host, msl-network 1.0 Clients and a 1.0 Service connect with TLS trust on first use.
 Then: a certificate rotated with ``systemctl reload`` (the Service stays connected, new clients
 see the new fingerprint), ``kill -9`` and Restart=, a user added by root and ``auth = login``,
@@ -142,7 +142,7 @@ def first_line(port):
 
 def set_config(box, **settings):
     """Edit /etc/netmgr/netmgr.conf in place (``key = value`` lines, as an administrator)."""
-    script = ("import sys; from netmgr.install import render_config; p = sys.argv[1]; "
+    script = ("import sys; from netmgr.cli.install import render_config; p = sys.argv[1]; "
               "t = open(p).read(); open(p, 'w').write(render_config(t, dict("
               "a.split('=', 1) for a in sys.argv[2:])))")
     box.run(f"{VENV}/bin/python", "-c", script, CONFIG, *(f"{k}={v}" for k, v in settings.items()))
@@ -185,9 +185,9 @@ def _scenario(box, port, tmp, step):
     if box.run(NETMGR, "install-service", "--help", check=False).returncode == 0:
         print(box.run(NETMGR, "install-service").stdout)
     else:  # the click command is not wired yet: the library function it calls
-        print(box.run(f"{VENV}/bin/python", "-c", "from netmgr.install import install_service\n"
+        print(box.run(f"{VENV}/bin/python", "-c", "from netmgr.cli.install import install_service\n"
                       "for a in install_service(): print(a)").stdout)
-    again = box.run(f"{VENV}/bin/python", "-c", "from netmgr.install import install_service\n"
+    again = box.run(f"{VENV}/bin/python", "-c", "from netmgr.cli.install import install_service\n"
                     "print(' '.join(sorted({a.verb for a in install_service()})))").stdout
     assert "write" not in again.split(), f"a second install wrote files: {again}"
     assert box.run("id", "-u", "netmgr").stdout.strip().isdigit()

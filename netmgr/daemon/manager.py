@@ -1,6 +1,6 @@
 """The Network Manager: a gevent ``StreamServer`` with a ``Pool`` and the Manager's attributes.
 
-The server knows no protocol: it spawns :class:`netmgr.session.Session` for each connection
+The server knows no protocol: it spawns :class:`netmgr.daemon.session.Session` for each connection
 from a pool whose size is the connection cap. This module owns the lifecycle (``start``,
 ``serve_forever``, ``stop``), how peers are named (reference 1.4) and the Manager attributes
 ``identity``, ``link``, ``unlink``, ``acquire_lock`` and ``release_lock`` (reference 1.7),
@@ -18,15 +18,18 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from netmgr import log, models, protocol, systemd
-from netmgr.admin import Admin
-from netmgr.auth import HostnameAuth, LoginAuth, NoAuth, PasswordAuth, Throttle
+from netmgr import protocol
+from netmgr.daemon import log
+from netmgr.store import models
+from netmgr.daemon import systemd
+from netmgr.daemon.admin import Admin
+from netmgr.daemon.auth import HostnameAuth, LoginAuth, NoAuth, PasswordAuth, Throttle
 from netmgr.protocol import error_text
-from netmgr.registry import Client, Refused, Registry
-from netmgr.session import Session
-from netmgr.tls import TLSStream
+from netmgr.daemon.registry import Client, Refused, Registry
+from netmgr.daemon.session import Session
+from netmgr.daemon.tls import TLSStream
 
-logger = log.get_logger("netmgr.manager")
+logger = log.get_logger("netmgr.daemon.manager")
 
 HOSTNAME = _stdsocket.gethostname()
 LANGUAGE = f"Python {platform.python_version()}"
@@ -39,7 +42,7 @@ class StartupError(Exception):
 
 
 class Settings:
-    """What a Manager needs to run; :mod:`netmgr.cli` fills it from the command line."""
+    """What a Manager needs to run; :mod:`netmgr.cli.app` fills it from the command line."""
 
     def __init__(self, host=None, port=protocol.PORT, auth_mode="none", password=None,
                  database=":memory:", ssl_context=None, max_connections=10000,
@@ -84,7 +87,7 @@ class Manager:
         self._dirty = []  # sessions with output queued during this turn of the hub
         self._flush_scheduled = False
         self._background = []
-        self.reloader = None  # callable(manager) that re-reads configuration (set by netmgr.server)
+        self.reloader = None  # callable(manager) that re-reads configuration (set by netmgr.daemon.startup)
         self._stopped = Event()
         self._reloading = False
         self._local = {"127.0.0.1", "::1", "localhost"}
@@ -378,7 +381,7 @@ class Manager:
         session.reply(value, uid)
 
     def admin_request(self, session, data, attribute, uid):
-        """Any other attribute needs an administrator (reference 1.7; :mod:`netmgr.admin`)."""
+        """Any other attribute needs an administrator (reference 1.7; :mod:`netmgr.daemon.admin`)."""
         self.admin.handle(session, data, attribute, uid)
 
     def _identity(self, session, data):

@@ -12,13 +12,14 @@ import json
 
 import gevent
 
-from netmgr import log, protocol
+from netmgr import protocol
+from netmgr.daemon import log
 from netmgr.protocol import (CRLF, DISCONNECT_REQUEST, NOTIFICATION_UID, REPLY_KEYS, LineReader,
                              ProtocolError, dumps, encode_str, error_text, loads,
                              loads_exact)
-from netmgr.registry import Client, Refused, Service, check_identity
+from netmgr.daemon.registry import Client, Refused, Service, check_identity
 
-logger = log.get_logger("netmgr.session")
+logger = log.get_logger("netmgr.daemon.session")
 
 #: Lines at least this long are parsed in the hub's threadpool (STYLE.md rule 4).
 THREADPOOL_PARSE_BYTES = 1 << 20
@@ -51,7 +52,7 @@ class Session:
         self._out = collections.deque()
         self._queued = 0
         self._dirty = False  # a flush of this session is scheduled
-        self._tls = False  # self.sock is a netmgr.tls.TLSStream
+        self._tls = False  # self.sock is a netmgr.daemon.tls.TLSStream
         self._writer = None
         self._greenlet = None
 

@@ -4,7 +4,7 @@ The file format is 1.0's (reference §2): the tables are created with 1.0's own 
 statements, so ``sqlite_master`` of a netmgr file and of a 1.0 file are identical and each program
 opens the other's files. What netmgr changes inside that format:
 
-* new passwords are bcrypt (see :mod:`netmgr.passwords`); 1.0 PBKDF2 rows still verify;
+* new passwords are bcrypt (see :mod:`netmgr.store.passwords`); 1.0 PBKDF2 rows still verify;
 * ``connections(start, end)`` filters work (1.0 queried a missing ``timestamp`` column, §6 item 19);
 * connection events are buffered by :class:`ConnectionLog` and written in one transaction per flush,
   never one commit per event (§6 item 17).
@@ -24,7 +24,7 @@ from peewee import (AutoField, BlobField, BooleanField, Field, IntegerField, Int
                     SqliteDatabase, TextField, chunked)
 from playhouse.sqlite_ext import RowIDField
 
-from .passwords import DEFAULT_ROUNDS, hash_password, needs_rehash, verify_dummy, verify_password
+from netmgr.store.passwords import DEFAULT_ROUNDS, hash_password, needs_rehash, verify_dummy, verify_password
 
 # thread_safe=False: one connection shared by every greenlet. With peewee's default (thread-local
 # state) and gevent's monkey-patched threading.local, each greenlet would open its own connection --

@@ -7,9 +7,9 @@ used for, and what happens to the state of a Client or Service, is the caller's.
 """
 import random
 
-from netmgr._conn import Credentials, handshake
-from netmgr._lines import Lines
-from netmgr._transport import open_connection
+from netmgr.client.peer import Credentials, handshake
+from netmgr.protocol import Lines
+from netmgr.client.transport import open_connection
 from netmgr.protocol import PORT
 
 

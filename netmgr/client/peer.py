@@ -3,8 +3,8 @@
 The identity strings, the connection states, the handshake (the Manager speaks first: username,
 password, identity), 1.0's error texts and helpers, and :class:`Peer`, the base of
 :class:`netmgr.client.Client` and :class:`netmgr.service.Service` with 1.0's common properties.
-The handshake reads and writes through a transport (see :mod:`netmgr._transport`); nothing else
-here touches a socket. Framing and JSON come from :mod:`netmgr._lines` and
+The handshake reads and writes through a transport (see :mod:`netmgr.client.transport`); nothing else
+here touches a socket. Framing and JSON come from :mod:`netmgr.protocol` and
 :mod:`netmgr.protocol` (orjson, CRLF).
 """
 import getpass
@@ -18,7 +18,7 @@ from operator import attrgetter
 
 from orjson import dumps as _orjson_dumps
 
-from netmgr._lines import TooLong
+from netmgr.protocol import TooLong
 from netmgr.protocol import CRLF, dumps, loads
 
 logger = logging.getLogger("netmgr.client")
@@ -86,7 +86,7 @@ class Credentials:
 def handshake(transport, lines, identity, credentials, host, port, timeout, disable_tls):
     """Answer the Manager's username/password/identity requests (it speaks first).
 
-    ``lines`` is the connection's :class:`~netmgr._lines.Lines`; complete lines that arrive
+    ``lines`` is the connection's :class:`~netmgr.protocol.Lines`; complete lines that arrive
     after the identity request are returned for the caller to handle. Returns
     ``(local_port, leftover_lines)``. An error from the Manager raises ``ValueError(message)``.
     """

@@ -1,6 +1,6 @@
 """A Service's connection to the Manager: connecting with failover, losing it, and the outbox.
 
-Connecting tries each Manager of the failover list (:mod:`netmgr._failover`), with back-off
+Connecting tries each Manager of the failover list (:mod:`netmgr.client.failover`), with back-off
 between rounds when ``reconnect`` allows it; each connection bumps the generation ``st.gen``,
 so a reply computed for an earlier connection is dropped rather than sent on the new one.
 Replies and notifications share one ordered outbox: the thread that finds no write in progress
@@ -8,13 +8,13 @@ writes, with one ``sendall`` for everything queued meanwhile, so an emitter neve
 another's write. State callbacks run on the thread that notices the change (the reader).
 
 :class:`ServiceIO` is a mixin of :class:`netmgr.service.Service`; its state is the Service's
-``_netmgr`` (:class:`netmgr._service_work._State`) and ``_nm_opts``.
+``_netmgr`` (:class:`netmgr.client.service_work._State`) and ``_nm_opts``.
 """
 import logging
 
-from netmgr._conn import CONNECTED, DISCONNECTED, HOSTNAME, RECONNECTING, encode
-from netmgr._failover import Failover, summary
-from netmgr._transport import CertificateRefused
+from netmgr.client.peer import CONNECTED, DISCONNECTED, HOSTNAME, RECONNECTING, encode
+from netmgr.client.failover import Failover, summary
+from netmgr.client.transport import CertificateRefused
 from netmgr.protocol import dumps
 
 logger = logging.getLogger("netmgr.service")

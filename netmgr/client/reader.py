@@ -3,8 +3,8 @@
 It takes the reading role when asynchronous requests are pending, and when the callers have
 been idle for :data:`IDLE_READ_DELAY` seconds (to deliver notifications and to notice a Manager
 that went away); a caller that needs the role writes one byte to the wake-up pipe and the thread
-steps aside (see :mod:`netmgr._calls`). It also fails futures past their deadline, and runs
-:meth:`Reconnect._reconnect <netmgr._reconnect.Reconnect._reconnect>` while the Client is
+steps aside (see :mod:`netmgr.client.calls`). It also fails futures past their deadline, and runs
+:meth:`Reconnect._reconnect <netmgr.client.reconnect.Reconnect._reconnect>` while the Client is
 ``RECONNECTING``.
 
 :class:`Background` is a mixin of :class:`netmgr.client.Client` and uses its state.
@@ -15,8 +15,8 @@ import select
 import threading
 import time
 
-from netmgr._calls import BACKGROUND, _Future
-from netmgr._conn import CONNECTED, DISCONNECTED, RECONNECTING
+from netmgr.client.calls import BACKGROUND, _Future
+from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING
 
 logger = logging.getLogger("netmgr.client")
 

@@ -12,10 +12,10 @@ back-off, a failover list of Managers, state callbacks, and a finite default tim
 
 Threading model: no event loop, and no thread hop on the synchronous path. A call writes its
 request and reads its own reply on the calling thread unless another thread is reading
-(:mod:`netmgr._calls`); a background thread reads only when nobody else does
-(:mod:`netmgr._reader`); notification handlers and state callbacks run on one dispatcher thread
-(:mod:`netmgr._dispatch`). This module holds the public entry points; the Client's machinery
-is in those mixins and :mod:`netmgr._reconnect`, the links in :mod:`netmgr._link`.
+(:mod:`netmgr.client.calls`); a background thread reads only when nobody else does
+(:mod:`netmgr.client.reader`); notification handlers and state callbacks run on one dispatcher thread
+(:mod:`netmgr.client.dispatch`). This module holds the public entry points; the Client's machinery
+is in those mixins and :mod:`netmgr.client.reconnect`, the links in :mod:`netmgr.client.link`.
 """
 import itertools
 import logging
@@ -24,16 +24,16 @@ import threading
 import uuid
 from operator import attrgetter
 
-from netmgr import _conn
-from netmgr._calls import PRECHECK_AFTER, Calls
-from netmgr._conn import CONNECTED, DISCONNECTED, LANGUAGE, OS_NAME, RECONNECTING, Peer
-from netmgr._dispatch import Dispatch, MessageTooLargeError
-from netmgr._failover import Failover, Options
-from netmgr._link import Link, LinkedClient
-from netmgr._reader import IDLE_READ_DELAY, Background
-from netmgr._reconnect import Reconnect
-from netmgr._tofu import get_ssl_context
-from netmgr._transport import CertificateRefused
+from netmgr.client import peer as _conn
+from netmgr.client.calls import PRECHECK_AFTER, Calls
+from netmgr.client.peer import CONNECTED, DISCONNECTED, LANGUAGE, OS_NAME, RECONNECTING, Peer
+from netmgr.client.dispatch import Dispatch, MessageTooLargeError
+from netmgr.client.failover import Failover, Options
+from netmgr.client.link import Link, LinkedClient
+from netmgr.client.reader import IDLE_READ_DELAY, Background
+from netmgr.client.reconnect import Reconnect
+from netmgr.client.tofu import get_ssl_context
+from netmgr.client.transport import CertificateRefused
 from netmgr.protocol import DISCONNECT_REQUEST, PORT, SHUTDOWN_MANAGER
 
 logger = logging.getLogger("netmgr.client")

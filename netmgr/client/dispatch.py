@@ -15,9 +15,9 @@ import threading
 
 from orjson import loads as _orjson_loads
 
-from netmgr._calls import _Waiter
-from netmgr._conn import credential_reply, error_text
-from netmgr._lines import TooLong
+from netmgr.client.calls import _Waiter
+from netmgr.client.peer import credential_reply, error_text
+from netmgr.protocol import TooLong
 from netmgr.protocol import NOTIFICATION_UID, loads
 
 logger = logging.getLogger("netmgr.client")

@@ -22,8 +22,8 @@ import subprocess
 import threading
 import time
 
-from netmgr._conn import HOSTNAME
-from netmgr._tofu import get_ssl_context
+from netmgr.client.peer import HOSTNAME
+from netmgr.client.tofu import get_ssl_context
 
 RECV_SIZE = 1 << 18
 

@@ -1,5 +1,5 @@
 """What the administration commands do: users, trusted hostnames, the connection log, keys and
-certificates. :mod:`netmgr.cli` parses the options, calls one function here and prints what it
+certificates. :mod:`netmgr.cli.app` parses the options, calls one function here and prints what it
 returns; the wording of every result and error is msl-network 1.0's (reference section 3).
 
 Errors are exceptions: :class:`Failed` carries a text to print as it is, anything else is
@@ -12,7 +12,8 @@ import math
 import os
 import re
 
-from netmgr import crypto, models
+from netmgr import crypto
+from netmgr.store import models
 from netmgr.errors import UsageError
 
 

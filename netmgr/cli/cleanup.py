@@ -8,7 +8,7 @@ is reported on stderr and makes the command fail.
 """
 import os
 
-from netmgr.commands import Failed
+from netmgr.cli.actions import Failed
 from netmgr.errors import UsageError
 
 KINDS = (  # (flag, directory, extension, search heading, plural noun, nothing found)

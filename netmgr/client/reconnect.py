@@ -4,8 +4,8 @@ Each connection has a generation number (``_gen``); losing it bumps the number, 
 a caller holding an old generation stops using it. On loss every pending request fails with
 ``ConnectionAbortedError`` (the Client's own disconnect and ``shutdown_manager`` resolve
 quietly), the state becomes ``RECONNECTING`` when ``reconnect`` allows it and the background
-thread (:mod:`netmgr._reader`) makes rounds over the failover list with back-off
-(:mod:`netmgr._failover`); once connected, links are restored (and locks re-acquired with
+thread (:mod:`netmgr.client.reader`) makes rounds over the failover list with back-off
+(:mod:`netmgr.client.failover`); once connected, links are restored (and locks re-acquired with
 ``relock``) on their own thread. State callbacks run on the dispatcher thread.
 
 :class:`Reconnect` is a mixin of :class:`netmgr.client.Client` and uses its state.
@@ -15,8 +15,8 @@ import os
 import threading
 import time
 
-from netmgr._conn import CONNECTED, DISCONNECTED, HOSTNAME, RECONNECTING
-from netmgr._failover import Failover, summary
+from netmgr.client.peer import CONNECTED, DISCONNECTED, HOSTNAME, RECONNECTING
+from netmgr.client.failover import Failover, summary
 from netmgr.protocol import DISCONNECT_REQUEST, SHUTDOWN_MANAGER
 
 logger = logging.getLogger("netmgr.client")

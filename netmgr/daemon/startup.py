@@ -8,7 +8,9 @@ import logging
 import os
 import time
 
-from netmgr import config, crypto, log, systemd
+from netmgr import config, crypto
+from netmgr.daemon import log
+from netmgr.daemon import systemd
 from netmgr.errors import UsageError
 
 
@@ -93,7 +95,7 @@ def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_t
     """Run a Manager until it is stopped. `home` (:mod:`netmgr.config`) places the default files;
     `reread()` returns these keyword arguments afresh for a SIGHUP reload."""
     current = dict(locals())
-    from netmgr import manager
+    from netmgr.daemon import manager
 
     try:
         level = log.parse_level(log_level)

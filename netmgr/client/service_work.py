@@ -19,7 +19,7 @@ import time
 
 from orjson import loads as _orjson_loads
 
-from netmgr._lines import TooLong
+from netmgr.protocol import TooLong
 from netmgr.protocol import DISCONNECT_REQUEST, SHUTDOWN_SERVICE, dumps, loads
 
 logger = logging.getLogger("netmgr.service")

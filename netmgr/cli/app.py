@@ -12,7 +12,8 @@ import traceback
 
 import click
 
-from netmgr import __version__, commands, config
+from netmgr import __version__, config
+from netmgr.cli import actions as commands
 from netmgr.errors import UsageError
 
 DEBUG_ENV = "NETMGR_DEBUG"
@@ -175,7 +176,7 @@ D = config.DEFAULTS
 @config_option
 def start(config_file, auth_hostname, auth_login, auth_password, log_file, **flags):
     """Start the Network Manager."""
-    from netmgr import server
+    from netmgr.daemon import startup as server
 
     if log_file is not None and log_file.strip().lower() == "none":
         log_file = ""
@@ -397,7 +398,7 @@ def hostname_list(config_file, database, as_json):
 @config_option
 def delete(config_file, everything, certs, database, keys, logs, root, quiet, yes):
     """Delete the files netmgr (or msl-network 1.0) created: database, certificates, keys, logs."""
-    from netmgr import cleanup
+    from netmgr.cli import cleanup
 
     cfg = _settings(config_file)
     root = root or cfg.home
@@ -446,7 +447,7 @@ def delete(config_file, everything, certs, database, keys, logs, root, quiet, ye
 def status(config_file, host, port, username, password, password_file, manager_password,
            manager_password_file, cert_file, disable_tls, timeout, as_json):
     """Show the running Manager's peers, services, links and locks (needs an administrator)."""
-    from netmgr import status as status_client
+    from netmgr.cli import status as status_client
 
     cfg = _settings(config_file, port=port, disable_tls=disable_tls)
     if host is None:
@@ -506,7 +507,7 @@ def show_config(config_file, as_json):
 @click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")
 def install_service(prefix, config_template, dry_run):
     """Install netmgr as a systemd service: user, directories, units and config (idempotent)."""
-    from netmgr import install
+    from netmgr.cli import install
 
     try:
         actions = install.install_service(prefix, config_template, dry_run)

@@ -8,7 +8,7 @@ import hmac
 import math
 import time
 
-from netmgr import passwords
+from netmgr.store import passwords
 from netmgr.protocol import error_text
 
 

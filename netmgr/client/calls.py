@@ -2,10 +2,10 @@
 
 A call serialises its request and writes it itself (one ``sendall``). Then, if no other thread
 is reading the socket, it becomes the *leader*: it reads the socket itself until its own reply
-arrives (what it reads goes to :meth:`Dispatch._dispatch <netmgr._dispatch.Dispatch._dispatch>`,
+arrives (what it reads goes to :meth:`Dispatch._dispatch <netmgr.client.dispatch.Dispatch._dispatch>`,
 which hands other replies to their waiters), then gives up the role. A thread that finds a leader
 waits on the Client's condition and takes over the role when the leader leaves; when the leader
-is the background thread (:mod:`netmgr._reader`) it is asked, through the wake-up pipe, to step
+is the background thread (:mod:`netmgr.client.reader`) it is asked, through the wake-up pipe, to step
 aside. A single-threaded caller therefore pays no thread hand-off at all: write, read, return.
 
 :class:`Calls` is a mixin of :class:`netmgr.client.Client` and uses its state (``_lock``,
@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from threading import get_ident as _get_ident
 from time import monotonic as _monotonic
 
-from netmgr._conn import CONNECTED, RECONNECTING, encode
+from netmgr.client.peer import CONNECTED, RECONNECTING, encode
 from netmgr.protocol import dumps
 
 #: A call made this long (seconds) after the last read first checks that the Manager is still

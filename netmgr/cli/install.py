@@ -9,7 +9,7 @@ system (``prefix="/"``); with another prefix (a package build, a test) files are
 
 Root's administration commands (``netmgr user add``) find the service's database through
 ``home`` in ``/etc/netmgr/netmgr.conf``, and give what they create to the service's user
-(:func:`netmgr.commands.adopt_owner`; SQLite, as root, gives its ``-wal`` and ``-shm`` files
+(:func:`netmgr.cli.actions.adopt_owner`; SQLite, as root, gives its ``-wal`` and ``-shm`` files
 the database's owner itself).
 """
 import contextlib
@@ -35,7 +35,7 @@ UNIT_FILES = (
     ("netmgr.socket", "etc/systemd/system/netmgr.socket", 0o644),
 )
 CONFIG_PATH = "etc/netmgr/netmgr.conf"
-_HERE = os.path.dirname(os.path.abspath(__file__))
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the netmgr package
 _FALLBACK_CONFIG = "[netmgr]\n"
 
 

@@ -2,7 +2,7 @@
 
 The child's command line is built from 1.0's ``run_forever`` keywords; it is ready once it prints
 its ``Network Manager running on <host>:<port>`` line (never a sleep). Its output is logged by
-``netmgr.manager.process``; SIGTERM (SIGINT for Ctrl+C in ``run_forever``) stops it.
+``netmgr.daemon.manager.process``; SIGTERM (SIGINT for Ctrl+C in ``run_forever``) stops it.
 """
 import collections
 import logging
@@ -57,7 +57,7 @@ class ManagerProcess:
         self._reader.start()
 
     def _drain(self):
-        out = logging.getLogger("netmgr.manager.process")
+        out = logging.getLogger("netmgr.daemon.manager.process")
         for line in self.proc.stdout:
             self.lines.append(line)
             out.info("%s", line.rstrip())

@@ -12,10 +12,10 @@ failed login answers the request instead of closing the connection.
 """
 import gevent
 
-from netmgr import log
+from netmgr.daemon import log
 from netmgr.protocol import SHUTDOWN_MANAGER, error_text
 
-logger = log.get_logger("netmgr.admin")
+logger = log.get_logger("netmgr.daemon.admin")
 
 NOT_ADMIN = error_text("ValueError", "You must be an administrator to send this request to the Manager")
 

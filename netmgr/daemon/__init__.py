@@ -1,0 +1,11 @@
+"""The Manager daemon: the only package that imports gevent.
+
+A gevent ``StreamServer`` with a ``Pool`` spawns one :class:`~netmgr.daemon.session.Session`
+per connection. ``registry`` (who is linked with whom) and ``routing`` (what a received line
+means and what must be sent because of it) are pure: they import neither gevent nor sockets and
+return effects that ``session`` delivers. ``startup`` turns resolved settings into a running
+Manager and is the only module the command line imports from here.
+
+May import: the shared core (``netmgr.protocol``, ``errors``, ``hostinfo``, ``config``,
+``crypto``) and ``netmgr.store``; never ``netmgr.client`` or ``netmgr.cli``.
+"""
