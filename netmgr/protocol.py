@@ -299,7 +299,7 @@ def notification(service, args, kwargs):
 # --------------------------------------------------------------------------------------------
 # Terminal syntax (reference 1.13): exactly 1.0's ``parse_terminal_input``, quirks included,
 # because LabVIEW VIs and terminal users type it. Do not "fix" it: the table in
-# tests/test_protocol.py is the contract.
+# tests/core/test_protocol.py is the contract.
 
 _args_regex = re.compile(r'\s*([^\"\s]+|\"[^\"]*\")')
 _kwargs_regex = re.compile(r'(\w+)\s*=\s*([^\"\s]+|\"[^\"]*\")')

@@ -1,4 +1,4 @@
-"""Helpers for the client/service library tests (tests/test_client_lib.py, tests/test_lib_*.py).
+"""Helpers for the client/service library tests (tests/client/test_client_lib.py, tests/client/test_lib_*.py).
 
 Services run in threads of the test process (netmgr's or msl-network 1.0's), or in a child
 process when a test must SIGKILL them. Nothing sleeps a fixed time to wait for readiness: the

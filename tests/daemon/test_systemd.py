@@ -29,7 +29,7 @@ from netmgr.daemon import systemd
 from rawpeer import RawPeer
 
 WAIT = 15  # seconds: bound for any single condition
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # A child that puts the descriptor named by argv[1] at fd 3, says LISTEN_PID is itself and execs
 # the rest of argv: what systemd does between fork and exec.

@@ -1,6 +1,6 @@
 """The ``netmgr`` command tree in-process (click's CliRunner): msl-network 1.0's texts (reference
 section 3 and the section 5 test_cli_* checklist), exit statuses, prompts, --json and the
-configuration's precedence. tests/test_cli_live.py runs the same program as real processes.
+configuration's precedence. tests/cli/test_cli_live.py runs the same program as real processes.
 """
 import json
 import os
@@ -15,7 +15,7 @@ from netmgr.cli import app as cli
 from netmgr.store import models
 from netmgr.store import passwords
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEMPLATE = os.path.join(ROOT, "etc", "netmgr", "netmgr.conf")
 FAST = ["--bcrypt-rounds", "4"]
 
