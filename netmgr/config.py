@@ -29,7 +29,8 @@ import configparser
 import math
 import os
 
-from netmgr.errors import UsageError
+from netmgr.errors import ConfigError, Failed
+from netmgr.hostinfo import database_path, default_cert_and_key, default_home
 
 SYSTEM_CONFIG = "/etc/netmgr/netmgr.conf"
 """The config file read when neither ``--config`` nor ``$NETMGR_CONFIG`` names one (if it exists)."""
@@ -41,46 +42,28 @@ AUTH_MODES = ("none", "password", "login", "hostname")
 SECRET_KEYS = ("auth_password", "key_file_password")
 
 
-class ConfigError(UsageError):
-    """A config file or environment value that cannot be used; the text names where it came from."""
+# ------------------------------------------------------------------------------ secrets
+
+def secret_value(value, announce=None):
+    """1.0's password values: the text itself, or the first line of the file it names.
+
+    `announce` is called with 1.0's message when the value was a file, e.g. ``announce("Reading
+    the password from the file")`` (the caller chooses the words).
+    """
+    if value is not None and os.path.isfile(value):
+        if announce is not None:
+            announce()
+        return read_secret_file(value)
+    return value
 
 
-# ------------------------------------------------------------------------------ home and layout
-
-def default_home():
-    """``~/.msl/network`` of the invoking user (``$SUDO_USER`` under sudo), as 1.0."""
-    return os.path.join(os.path.expanduser("~" + os.environ.get("SUDO_USER", "")), ".msl", "network")
-
-
-def home_dir():
-    """HOME from the environment alone: ``$NETMGR_HOME``, else ``$MSL_NETWORK_HOME``, else the default."""
-    for name in ("NETMGR_HOME", "MSL_NETWORK_HOME"):
-        value = os.environ.get(name)
-        if value:
-            return os.path.abspath(os.path.expanduser(value))
-    return default_home()
-
-
-def cert_dir(home=None):
-    return os.path.join(home or home_dir(), "certs")
-
-
-def key_dir(home=None):
-    return os.path.join(home or home_dir(), "keys")
-
-
-def log_dir(home=None):
-    return os.path.join(home or home_dir(), "logs")
-
-
-def database_path(home=None):
-    return os.path.join(home or home_dir(), "manager.sqlite3")
-
-
-def default_cert_and_key(host=None, home=None):
-    """``certs/<host>.crt`` and ``keys/<host>.key``; ``localhost`` when no host is given (1.0)."""
-    stem = host or "localhost"
-    return (os.path.join(cert_dir(home), f"{stem}.crt"), os.path.join(key_dir(home), f"{stem}.key"))
+def read_secret_file(path):
+    """The first line of `path`, stripped (1.0's rule for password files)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip()
+    except OSError as exc:
+        raise Failed(f"Cannot read the password file {path}: {exc.strerror or exc}") from None
 
 
 # ------------------------------------------------------------------------------ value parsers

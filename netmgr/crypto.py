@@ -30,10 +30,7 @@ import ipaddress
 import math
 import os
 import re
-import shutil
-import socket
 import ssl
-import subprocess
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -42,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from netmgr import hostinfo
 
 KEY_MODE = 0o600
 CLOCK_SKEW = datetime.timedelta(days=1)
@@ -60,7 +59,6 @@ _HASHES = {name.upper(): obj for name, obj in ((n, getattr(hashes, n)) for n in 
 # The BLAKE2 classes take a digest size; cryptography only supports their full sizes.
 _DIGEST_SIZES = {"BLAKE2B": 64, "BLAKE2S": 32}
 
-_IP_ADDR = re.compile(r"\binet6?\s+([0-9A-Fa-f.:]+)/")
 _HEX_FIELDS = {"Key", "Modulus", "Y", "P", "Q", "G"}  # shown as colon-hex blocks, as in 1.0
 _OID = re.compile(r"oid=(.+), name=(.+)\)")  # 1.0's ``_oid_regex``, applied to repr(ObjectIdentifier)
 
@@ -147,7 +145,7 @@ def generate_certificate(path, key_path, key_password=None, algorithm="SHA256", 
     key = load_key(key_path, key_password)
     hostname = _usable_hostname(hostname)
     if name is None:
-        name = default_name(hostname or socket.gethostname())
+        name = default_name(hostname or hostinfo.HOSTNAME)
     not_before, not_after = _validity(years_valid)
     builder = (x509.CertificateBuilder()
                .subject_name(name)
@@ -184,7 +182,7 @@ def default_name(common_name):
 
 def subject_alt_name(hostname=None):
     """SAN for this computer: its hostname, localhost, 127.0.0.1, ::1, its addresses and `hostname`."""
-    wanted = [socket.gethostname(), "localhost", "127.0.0.1", "::1", *_local_addresses()]
+    wanted = [hostinfo.HOSTNAME, "localhost", "127.0.0.1", "::1", *hostinfo.interface_addresses()]
     if hostname:
         wanted.append(hostname)
     entries = []
@@ -209,35 +207,6 @@ def _usable_hostname(hostname):
     except ValueError:
         pass
     return hostname
-
-
-def _local_addresses():
-    """Addresses of this computer's interfaces, from ``ip -o addr`` or else DNS for its hostname.
-
-    IPv6 link-local addresses are left out: they only mean something with a zone index.
-    """
-    texts = []
-    ip = shutil.which("ip")
-    if ip:
-        try:
-            out = subprocess.run([ip, "-o", "addr"], capture_output=True, text=True, timeout=5).stdout
-            texts = _IP_ADDR.findall(out)
-        except (OSError, subprocess.SubprocessError):
-            texts = []
-    if not texts:
-        try:
-            texts = [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)]
-        except OSError:
-            texts = []
-    found = []
-    for text in texts:
-        try:
-            address = ipaddress.ip_address(text.split("%")[0])
-        except ValueError:
-            continue
-        if not (address.version == 6 and address.is_link_local) and str(address) not in found:
-            found.append(str(address))
-    return found
 
 
 def _validity(years_valid):

@@ -14,6 +14,8 @@ import sys
 
 import orjson
 
+from netmgr.errors import LineTooLong
+
 CRLF = b"\r\n"
 NOTIFICATION_UID = "notification"
 DISCONNECT_REQUEST = "__disconnect__"
@@ -23,18 +25,6 @@ PORT = 1875
 
 #: Keys of a reply or error that a peer may forward unchanged (reference 1.2).
 REPLY_KEYS = frozenset(("error", "message", "requester", "result", "traceback", "uid"))
-
-
-class ProtocolError(Exception):
-    """A framing violation: the peer is disconnected."""
-
-
-class LineTooLong(ProtocolError):
-    """A line exceeded the reader's limit."""
-
-    def __init__(self, limit):
-        super().__init__(f"a line exceeded the limit of {limit} bytes")
-        self.limit = limit
 
 
 class LineReader:
@@ -282,13 +272,6 @@ def error(message, requester, uid):
     """An error reply. netmgr never sends server tracebacks (reference 6.9): ``traceback`` is []."""
     return {"error": True, "message": message, "requester": requester, "result": None,
             "traceback": [], "uid": uid}
-
-
-def error_text(kind, text):
-    """``"<ExcClass>: <str(exc)>"`` exactly as 1.0 renders it; ``str(KeyError(x))`` is ``repr(x)``."""
-    if kind == "KeyError":
-        return f"KeyError: {text!r}"
-    return f"{kind}: {text}"
 
 
 def notification(service, args, kwargs):

@@ -10,42 +10,12 @@ a callable that is only called once the other arguments have been checked.
 import contextlib
 import math
 import os
-import re
 
 from netmgr import crypto
 from netmgr.store import models
-from netmgr.errors import UsageError
+from netmgr.errors import Failed, UsageError
 
 
-_USERNAME_INVALID = re.compile(r":\d+$")  # 1.0's rule, checked before a password is asked for
-
-
-class Failed(Exception):
-    """The command failed; the text is printed as it is (1.0's words, without an exception name)."""
-
-
-# -------------------------------------------------------------------------------------- secrets
-
-def secret(value, announce=None):
-    """1.0's password values: the text itself, or the first line of the file it names.
-
-    `announce` is called with 1.0's message when the value was a file, e.g. ``announce("Reading
-    the password from the file")`` (the caller chooses the words).
-    """
-    if value is not None and os.path.isfile(value):
-        if announce is not None:
-            announce()
-        return read_secret_file(value)
-    return value
-
-
-def read_secret_file(path):
-    """The first line of `path`, stripped (1.0's rule for password files)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.readline().strip()
-    except OSError as exc:
-        raise Failed(f"Cannot read the password file {path}: {exc.strerror or exc}") from None
 
 
 # ------------------------------------------------------------------------------------ ownership
@@ -132,7 +102,7 @@ def add_user(path, action, username, get_password, admin=False, rounds=None, hom
     _need_username(username, action)
     with database(path, home):
         users = models.UsersTable()
-        if _USERNAME_INVALID.search(username):  # before asking for a password
+        if models.is_username_invalid(username):  # before asking for a password
             raise ValueError('A username cannot end with ":<integer>"')
         if users.is_user_registered(username):
             raise ValueError(f"A user with the name {username!r} already exists")

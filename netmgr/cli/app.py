@@ -14,7 +14,7 @@ import click
 
 from netmgr import __version__, config
 from netmgr.cli import actions as commands
-from netmgr.errors import UsageError
+from netmgr.errors import Failed, UsageError
 
 DEBUG_ENV = "NETMGR_DEBUG"
 
@@ -80,7 +80,7 @@ def run(invoke):
     except UsageError as exc:
         _fail(str(exc))
         return 2
-    except commands.Failed as exc:
+    except Failed as exc:
         _fail(str(exc))
         return 1
     except Exception as exc:  # noqa: BLE001 -- one clear line, the traceback on request
@@ -250,8 +250,8 @@ def _secret(value, path, announce=None):
     if value is not None and path is not None:
         raise UsageError("Give the password or the password file, not both")
     if path is not None:
-        return commands.read_secret_file(path)
-    return commands.secret(value, announce and (lambda: click.echo(announce)))
+        return config.read_secret_file(path)
+    return config.secret_value(value, announce and (lambda: click.echo(announce)))
 
 
 def _new_password(value, path, username):
@@ -459,8 +459,8 @@ def status(config_file, host, port, username, password, password_file, manager_p
 
     def ask(kind):  # called only for what the Manager asks for
         if known[kind] is None and kind == "manager_password" and cfg.auth == "password":
-            with contextlib.suppress(commands.Failed):  # the service's file may be unreadable
-                known[kind] = commands.secret(cfg.auth_password)
+            with contextlib.suppress(Failed):  # the service's file may be unreadable
+                known[kind] = config.secret_value(cfg.auth_password)
         if known[kind] is None:
             text, hidden = prompts[kind]
             known[kind] = click.prompt(text, hide_input=hidden, err=True)
@@ -509,10 +509,7 @@ def install_service(prefix, config_template, dry_run):
     """Install netmgr as a systemd service: user, directories, units and config (idempotent)."""
     from netmgr.cli import install
 
-    try:
-        actions = install.install_service(prefix, config_template, dry_run)
-    except install.InstallError as exc:
-        raise UsageError(str(exc)) from None
+    actions = install.install_service(prefix, config_template, dry_run)
     for action in actions:
         click.echo(("(dry run) " if dry_run else "") + str(action))
 

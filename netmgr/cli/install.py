@@ -22,6 +22,8 @@ import shutil
 import subprocess
 import sys
 
+from netmgr.errors import InstallError
+
 SERVICE_USER = "netmgr"
 #: the settings the service's config must have, whatever the template says
 SERVICE_SETTINGS = {"home": "/var/lib/netmgr", "log_file": "/var/log/netmgr/manager.log"}
@@ -49,10 +51,6 @@ class Action:
 
     def __str__(self):
         return f"{self.verb:<9} {self.target}" + (f"  ({self.why})" if self.why else "")
-
-
-class InstallError(Exception):
-    """A step failed; the text is for the operator."""
 
 
 # ------------------------------------------------------------------------------ where things are

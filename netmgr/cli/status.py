@@ -16,7 +16,7 @@ import socket
 import ssl
 import uuid
 
-from netmgr.cli.actions import Failed
+from netmgr.errors import Failed
 
 MANAGER_NAME = re.compile(r"^Manager\[\S+:\d+]$")  # 1.0's client test for the Manager password
 IDENTITY_NAME = "netmgr-status"

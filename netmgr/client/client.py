@@ -26,7 +26,7 @@ from operator import attrgetter
 
 from netmgr.client import peer as _conn
 from netmgr.client.calls import PRECHECK_AFTER, Calls
-from netmgr.client.peer import CONNECTED, DISCONNECTED, LANGUAGE, OS_NAME, RECONNECTING, Peer
+from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING, Peer
 from netmgr.client.dispatch import Dispatch, MessageTooLargeError
 from netmgr.client.failover import Failover, Options
 from netmgr.client.link import Link, LinkedClient
@@ -34,6 +34,7 @@ from netmgr.client.reader import IDLE_READ_DELAY, Background
 from netmgr.client.reconnect import Reconnect
 from netmgr.client.tofu import get_ssl_context
 from netmgr.client.transport import CertificateRefused
+from netmgr.hostinfo import LANGUAGE, OS_NAME
 from netmgr.protocol import DISCONNECT_REQUEST, PORT, SHUTDOWN_MANAGER
 
 logger = logging.getLogger("netmgr.client")
@@ -43,7 +44,7 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 
 _CONNECT_KEYS = ("host", "port", "timeout", "username", "password", "password_manager",
                  "read_limit", "disable_tls", "cert_file", "assert_hostname", "auto_save")
-_EXTRA_KEYS = ("reconnect", "max_delay", "on_state_change", "request_timeout", "relock")
+_EXTRA_KEYS = ("reconnect", "max_delay", "on_state_change", "request_timeout", "relock", "prompt")
 
 __all__ = ["connect", "Client", "Link", "LinkedClient", "filter_client_connect_kwargs",
            "get_ssl_context", "CONNECTED", "RECONNECTING", "DISCONNECTED",
@@ -73,6 +74,9 @@ def connect(*, name="Client", host="localhost", port=PORT, timeout=10, username=
     * ``relock`` (False): after a reconnect also re-acquire the locks this Client held.
     * ``on_state_change`` (None): ``callback(client, state)`` with ``CONNECTED``,
       ``RECONNECTING`` or ``DISCONNECTED``, called on the dispatcher thread.
+    * ``prompt`` (None): ``prompt(kind, name)`` returns a credential the Manager asks for and
+      that was not passed (``kind``: ``"username"``, ``"password"`` or ``"password_manager"``);
+      the default prompts on the terminal as 1.0 does.
     * ``request_timeout`` (:data:`DEFAULT_REQUEST_TIMEOUT`): seconds a request waits when it
       is given no ``timeout``; None waits forever, as 1.0 did.
     """

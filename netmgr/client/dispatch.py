@@ -17,16 +17,13 @@ from orjson import loads as _orjson_loads
 
 from netmgr.client.calls import _Waiter
 from netmgr.client.peer import credential_reply, error_text
+from netmgr.errors import MessageTooLargeError  # noqa: F401 -- re-exported by netmgr.client
 from netmgr.protocol import TooLong
 from netmgr.protocol import NOTIFICATION_UID, loads
 
 logger = logging.getLogger("netmgr.client")
 
 _INVALID = object()
-
-
-class MessageTooLargeError(RuntimeError):
-    """A reply was longer than the connection's ``read_limit``; it was discarded unread."""
 
 
 class Dispatch:

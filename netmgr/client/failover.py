@@ -86,13 +86,13 @@ class Options:
 
     def __init__(self, *, host, port, timeout, username, password, password_manager, read_limit,
                  disable_tls, cert_file, assert_hostname, auto_save, reconnect=False,
-                 max_delay=30.0, on_state_change=None):
+                 max_delay=30.0, on_state_change=None, prompt=None):
         self.managers = parse_managers(host, port)
         self.timeout = timeout
         self.read_limit = read_limit
         self.tls = dict(disable_tls=disable_tls, cert_file=cert_file,
                         assert_hostname=assert_hostname, auto_save=auto_save)
-        self.credentials = Credentials(username, password, password_manager)
+        self.credentials = Credentials(username, password, password_manager, prompt)
         self.attempts = reconnect_attempts(reconnect)
         self.max_delay = max_delay
         self.on_state_change = on_state_change

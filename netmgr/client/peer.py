@@ -9,9 +9,7 @@ here touches a socket. Framing and JSON come from :mod:`netmgr.protocol` and
 """
 import getpass
 import logging
-import platform
 import re
-import socket
 import threading
 import time
 from operator import attrgetter
@@ -23,9 +21,6 @@ from netmgr.protocol import CRLF, dumps, loads
 
 logger = logging.getLogger("netmgr.client")
 
-HOSTNAME = socket.gethostname()
-LANGUAGE = f"Python {platform.python_version()}"
-OS_NAME = f"{platform.system()} {platform.release()} {platform.machine()}"
 
 CONNECTED = "CONNECTED"
 RECONNECTING = "RECONNECTING"
@@ -72,13 +67,26 @@ class Peer:
         return set_logging_level(level)
 
 
-class Credentials:
-    """What the handshake may be asked for; prompted once, then remembered for reconnects."""
+def _prompt(kind, name):
+    """1.0's prompts on the terminal: ``input`` for a username, ``getpass`` for a password."""
+    if kind == "username":
+        return input(f"Enter a username for {name} > ")
+    return getpass.getpass(f"Enter the password for {name} > ")
 
-    def __init__(self, username=None, password=None, password_manager=None):
+
+class Credentials:
+    """What the handshake may be asked for; prompted once, then remembered for reconnects.
+
+    ``prompt(kind, name)`` gives a value that was not passed: ``kind`` is ``"username"``,
+    ``"password"`` or ``"password_manager"``, ``name`` who asks for it (the Manager's network
+    name, or the username whose password is wanted). The default prompts as 1.0 does.
+    """
+
+    def __init__(self, username=None, password=None, password_manager=None, prompt=None):
         self.username = username
         self.password = password
         self.password_manager = password_manager
+        self.prompt = prompt or _prompt
 
 
 # ------------------------------------------------------------------------------------ handshake
@@ -167,16 +175,14 @@ def answer_credential(request, credentials):
     args = request.get("args") or [""]
     name = args[0] if args else ""
     if request.get("attribute") == "username":
-        if credentials.username is None:
-            credentials.username = input(f"Enter a username for {name} > ")
-        return credentials.username
-    if _is_manager_regex.search(str(name)) is not None:
-        if credentials.password_manager is None:
-            credentials.password_manager = getpass.getpass(f"Enter the password for {name} > ")
-        return credentials.password_manager
-    if credentials.password is None:
-        credentials.password = getpass.getpass(f"Enter the password for {name} > ")
-    return credentials.password
+        kind = "username"
+    elif _is_manager_regex.search(str(name)) is not None:
+        kind = "password_manager"
+    else:
+        kind = "password"
+    if getattr(credentials, kind) is None:
+        setattr(credentials, kind, credentials.prompt(kind, name))
+    return getattr(credentials, kind)
 
 
 # ------------------------------------------------------------------------------------ 1.0 helpers

@@ -15,8 +15,9 @@ import os
 import threading
 import time
 
-from netmgr.client.peer import CONNECTED, DISCONNECTED, HOSTNAME, RECONNECTING
+from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING
 from netmgr.client.failover import Failover, summary
+from netmgr.hostinfo import HOSTNAME
 from netmgr.protocol import DISCONNECT_REQUEST, SHUTDOWN_MANAGER
 
 logger = logging.getLogger("netmgr.client")

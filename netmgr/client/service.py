@@ -25,12 +25,13 @@ import time
 from operator import attrgetter
 
 from netmgr.client import peer as _conn
-from netmgr.client.peer import CONNECTED, DISCONNECTED, LANGUAGE, OS_NAME, RECONNECTING, Peer
+from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING, Peer
 from netmgr.client.failover import Options
 from netmgr.client.manager_process import (MANAGER_START_TIMEOUT, manager_argv, run_manager,
                                      run_with_manager)
 from netmgr.client.service_io import ServiceIO
 from netmgr.client.service_work import TAKEOVER_AFTER, WATCH_IDLE, ServiceWork, _State
+from netmgr.hostinfo import LANGUAGE, OS_NAME
 from netmgr.protocol import DISCONNECT_REQUEST, NOTIFICATION_UID, PORT, dumps
 
 logger = logging.getLogger("netmgr.service")

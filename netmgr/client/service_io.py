@@ -12,9 +12,10 @@ another's write. State callbacks run on the thread that notices the change (the 
 """
 import logging
 
-from netmgr.client.peer import CONNECTED, DISCONNECTED, HOSTNAME, RECONNECTING, encode
+from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING, encode
 from netmgr.client.failover import Failover, summary
 from netmgr.client.transport import CertificateRefused
+from netmgr.hostinfo import HOSTNAME
 from netmgr.protocol import dumps
 
 logger = logging.getLogger("netmgr.service")

@@ -1,19 +1,19 @@
 """The client TLS context and 1.0's trust on first use of a Manager's certificate.
 
 The trusted certificate of a host is cached as ``<home>/certs/<host>.crt`` (home from
-:func:`netmgr.config.cert_dir`). The only I/O is that cache, one ``ssl.get_server_certificate``
+:func:`netmgr.hostinfo.cert_dir`). The only I/O is that cache, one ``ssl.get_server_certificate``
 when the cache is empty, and the ``Continue? y/n`` prompt on the terminal.
 """
 import os
 import ssl
 import textwrap
 
-from netmgr import config
+from netmgr import hostinfo
 
 
 def cert_path(host):
     """1.0's cache of trusted certificates: ``<home>/certs/<host>.crt``."""
-    return os.path.join(config.cert_dir(), f"{host}.crt")
+    return os.path.join(hostinfo.cert_dir(), f"{host}.crt")
 
 
 def get_ssl_context(*, cert_file=None, host=None, port=None, auto_save=False, **kwargs):

@@ -13,16 +13,15 @@ Only one thread reads at a time (the caller holds the reading role), which lets 
 reuse one receive buffer.
 """
 import errno
-import re
 import select
 import socket
 import ssl
 import struct
-import subprocess
 import threading
 import time
 
-from netmgr.client.peer import HOSTNAME
+from netmgr.errors import CertificateRefused  # noqa: F401 -- raised by tofu, imported from here
+from netmgr.hostinfo import localhost_aliases
 from netmgr.client.tofu import get_ssl_context
 
 RECV_SIZE = 1 << 18
@@ -30,28 +29,6 @@ RECV_SIZE = 1 << 18
 _POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 _POLLOUT = select.POLLOUT | select.POLLERR | select.POLLHUP
 
-_local_aliases = None
-
-
-class CertificateRefused(ConnectionRefusedError):
-    """The user refused the Manager's certificate at the trust-on-first-use prompt."""
-
-
-def localhost_aliases():
-    """1.0's ``LOCALHOST_ALIASES``: this host's names and IPv4 addresses (computed on first use)."""
-    global _local_aliases
-    if _local_aliases is None:
-        aliases = {HOSTNAME, "localhost", "127.0.0.1", "::1",
-                   "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa",
-                   "1.0.0.127.in-addr.arpa"}
-        try:
-            out = subprocess.run(["ip", "-4", "address"], capture_output=True, text=True,
-                                 timeout=5).stdout
-            aliases.update(re.findall(r"inet\s+(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})", out))
-        except (OSError, subprocess.SubprocessError):
-            pass
-        _local_aliases = aliases
-    return _local_aliases
 
 
 # ------------------------------------------------------------------------------------ transports

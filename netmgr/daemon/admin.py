@@ -13,19 +13,12 @@ failed login answers the request instead of closing the connection.
 import gevent
 
 from netmgr.daemon import log
-from netmgr.protocol import SHUTDOWN_MANAGER, error_text
+from netmgr.errors import error_text
+from netmgr.protocol import SHUTDOWN_MANAGER
 
 logger = log.get_logger("netmgr.daemon.admin")
 
 NOT_ADMIN = error_text("ValueError", "You must be an administrator to send this request to the Manager")
-
-
-class AdminError(Exception):
-    """An admin request that is refused; ``message`` is the wire text."""
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
 
 
 def operations(manager):

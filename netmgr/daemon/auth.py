@@ -9,7 +9,7 @@ import math
 import time
 
 from netmgr.store import passwords
-from netmgr.protocol import error_text
+from netmgr.errors import error_text
 
 
 class NoAuth:

@@ -7,7 +7,6 @@ from a pool whose size is the connection cap. This module owns the lifecycle (``
 dispatched by table.
 """
 import os
-import platform
 import re
 import signal
 import socket as _stdsocket
@@ -19,26 +18,21 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from netmgr import protocol
+from netmgr import hostinfo
+from netmgr.errors import Refused, StartupError, error_text
+from netmgr.hostinfo import HOSTNAME, LANGUAGE, OS_NAME
 from netmgr.daemon import log
 from netmgr.store import models
 from netmgr.daemon import systemd
 from netmgr.daemon.admin import Admin
 from netmgr.daemon.auth import HostnameAuth, LoginAuth, NoAuth, PasswordAuth, Throttle
-from netmgr.protocol import error_text
-from netmgr.daemon.registry import Client, Refused, Registry
+from netmgr.daemon.registry import Client, Registry
 from netmgr.daemon.session import Session
 from netmgr.daemon.tls import TLSStream
 
 logger = log.get_logger("netmgr.daemon.manager")
 
-HOSTNAME = _stdsocket.gethostname()
-LANGUAGE = f"Python {platform.python_version()}"
-OS_NAME = f"{platform.system()} {platform.release()} {platform.machine()}"
 _numeric_address = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
-
-
-class StartupError(Exception):
-    """The Manager cannot start; the text is for the operator (1.0's wording where it has one)."""
 
 
 class Settings:
@@ -90,7 +84,7 @@ class Manager:
         self.reloader = None  # callable(manager) that re-reads configuration (set by netmgr.daemon.startup)
         self._stopped = Event()
         self._reloading = False
-        self._local = {"127.0.0.1", "::1", "localhost"}
+        self._local = set()
         self._handlers = {
             "identity": self._identity,
             "link": self._link,
@@ -112,7 +106,7 @@ class Manager:
         self.port = listener.getsockname()[1]
         self.name = f"Manager[{HOSTNAME}:{self.port}]"
         self.registry = Registry(self.name)
-        self._local.update(_local_addresses())
+        self._local = hostinfo.local_addresses()
         self.server = StreamServer(listener, self._handle, spawn=Pool(settings.max_connections))
         self.server.start()
         # handlers before anyone can see the start-up line: a signal right after it must not kill us
@@ -405,15 +399,3 @@ class Manager:
 
     def _release_lock(self, session, data):
         return self.registry.release_lock(self._client(session), data["args"][0])
-
-
-def _local_addresses():
-    """This machine's own addresses, as far as the resolver knows them."""
-    addresses = set()
-    for host in (HOSTNAME, "localhost"):
-        try:
-            for info in _stdsocket.getaddrinfo(host, None):
-                addresses.add(info[4][0])
-        except OSError:
-            pass
-    return addresses

@@ -8,20 +8,8 @@ completion without blocking, so under gevent each call is atomic and needs no lo
 Peers are registered with an opaque ``handle`` (the Manager's session object); the registry
 hands handles back as destinations and never calls them.
 """
-from netmgr.protocol import error, error_text
-
-
-class Refused(Exception):
-    """A request the registry refuses; ``message`` is the wire text, e.g. ``PermissionError: …``."""
-
-    def __init__(self, kind, text):
-        super().__init__(text)
-        self.kind = kind
-        self.text = text
-
-    @property
-    def message(self):
-        return error_text(self.kind, self.text)
+from netmgr.errors import Refused, error_text
+from netmgr.protocol import error
 
 
 class Client:

@@ -15,18 +15,14 @@ import gevent
 from netmgr import protocol
 from netmgr.daemon import log
 from netmgr.protocol import (CRLF, DISCONNECT_REQUEST, NOTIFICATION_UID, REPLY_KEYS, LineReader,
-                             ProtocolError, dumps, encode_str, error_text, loads,
-                             loads_exact)
-from netmgr.daemon.registry import Client, Refused, Service, check_identity
+                             dumps, encode_str, loads, loads_exact)
+from netmgr.daemon.registry import Client, Service, check_identity
+from netmgr.errors import HandshakeFailed, ProtocolError, Refused, error_text
 
 logger = log.get_logger("netmgr.daemon.session")
 
 #: Lines at least this long are parsed in the hub's threadpool (STYLE.md rule 4).
 THREADPOOL_PARSE_BYTES = 1 << 20
-
-
-class HandshakeFailed(Exception):
-    pass
 
 
 class Session:

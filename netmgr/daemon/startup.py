@@ -8,18 +8,11 @@ import logging
 import os
 import time
 
-from netmgr import config, crypto
+from netmgr import crypto, hostinfo
+from netmgr.config import secret_value
 from netmgr.daemon import log
 from netmgr.daemon import systemd
 from netmgr.errors import UsageError
-
-
-def secret_value(value):
-    """A password given as its value, or as the path of a file whose first line is it (1.0)."""
-    if value is not None and os.path.isfile(value):
-        with open(value, encoding="utf-8") as f:
-            return f.readline().strip()
-    return value
 
 
 def parse_port(text):
@@ -42,7 +35,7 @@ def auth_mode(auth_hostname, auth_login, auth_password):
 
 def tls_context(host, cert_file, key_file, key_password, logger, home=None):
     """Choose the certificate and key as 1.0 does (reference section 3, start, step 3)."""
-    default_cert, default_key = config.default_cert_and_key(host, home)
+    default_cert, default_key = hostinfo.default_cert_and_key(host, home)
     created = False
     if cert_file is None and key_file is None:
         cert_file, key_file, created = crypto.ensure_certificate(
@@ -104,7 +97,7 @@ def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_t
     port = parse_port(port)
     mode = auth_mode(auth_hostname, auth_login, auth_password)
     if log_file is None:
-        log_file = os.path.join(config.log_dir(home), time.strftime("manager-%Y-%m-%d-%H-%M-%S.log"))
+        log_file = os.path.join(hostinfo.log_dir(home), time.strftime("manager-%Y-%m-%d-%H-%M-%S.log"))
     os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
     log.configure(level, log_file)
     logger = log.get_logger()
@@ -114,7 +107,7 @@ def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_t
         context = tls_context(host, cert_file, key_file, secret_value(key_file_password), logger, home)
     settings = manager.Settings(
         host=host, port=port, auth_mode=mode, password=secret_value(auth_password),
-        database=database or config.database_path(home), ssl_context=context,
+        database=database or hostinfo.database_path(home), ssl_context=context,
         max_connections=max_connections, handshake_timeout=handshake_timeout,
         line_limit=max_line_size, queue_limit=max_queue_size, bcrypt_rounds=bcrypt_rounds,
         max_auth_failures=max_auth_failures, auth_lockout=auth_lockout)
@@ -123,14 +116,12 @@ def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_t
         settings.listener = inherited[0]
     try:
         mgr = manager.Manager(settings).start()
-    except manager.StartupError as exc:
-        raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc}") from None
     if reread is not None:
         mgr.reloader = reloader(reread, current, logger)
     tls = "DISABLED" if disable_tls else "ENABLED"
-    running = f"Network Manager running on {host or manager.HOSTNAME}:{mgr.port} (TLS {tls})"
+    running = f"Network Manager running on {host or hostinfo.HOSTNAME}:{mgr.port} (TLS {tls})"
     logger.info(running)
     if level > logging.INFO:  # harnesses wait for this line whatever the log level
         print(running, flush=True)

@@ -17,13 +17,12 @@ import collections
 import datetime as dt
 import os
 import re
-import socket
-import subprocess
 
 from peewee import (AutoField, BlobField, BooleanField, Field, IntegerField, IntegrityError, Model,
                     SqliteDatabase, TextField, chunked)
 from playhouse.sqlite_ext import RowIDField
 
+from netmgr.hostinfo import localhost_aliases
 from netmgr.store.passwords import DEFAULT_ROUNDS, hash_password, needs_rehash, verify_dummy, verify_password
 
 # thread_safe=False: one connection shared by every greenlet. With peewee's default (thread-local
@@ -56,16 +55,12 @@ SCHEMA = (
     'UNIQUE(username));',
 )
 
-LOCALHOST_NAMES = (
-    'localhost',
-    '127.0.0.1',
-    '::1',
-    '1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa',
-    '1.0.0.127.in-addr.arpa',
-)
-"""The fixed part of 1.0's ``LOCALHOST_ALIASES``; the hostname and IPv4 addresses are added at run time."""
-
 _USERNAME_INVALID = re.compile(r':\d+$')  # 1.0 utils._is_username_invalid_regex
+
+
+def is_username_invalid(username):
+    """1.0's rule: a username cannot end with ``:<integer>`` (it would read as host:port)."""
+    return _USERNAME_INVALID.search(username) is not None
 
 
 # ------------------------------------------------------------------------------------------ datetimes
@@ -142,25 +137,6 @@ class User(BaseModel):
 
 # ----------------------------------------------------------------------------------------- open/close
 
-def _ipv4_addresses():
-    # 1.0 parses `ip -4 address`; fall back to the resolver where iproute2 is missing.
-    try:
-        out = subprocess.run(['ip', '-4', '-o', 'address'], capture_output=True, text=True,
-                             timeout=5, check=True).stdout
-        return re.findall(r'inet\s+(\d{1,3}(?:\.\d{1,3}){3})', out)
-    except (OSError, subprocess.SubprocessError):
-        try:
-            infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
-        except OSError:
-            return []
-        return [info[4][0] for info in infos]
-
-
-def local_aliases():
-    """Sorted aliases of this machine, as 1.0's ``LOCALHOST_ALIASES``: hostname, localhost names, IPv4."""
-    return sorted({socket.gethostname(), *LOCALHOST_NAMES, *_ipv4_addresses()})
-
-
 def _is_memory(path):
     return path == ':memory:' or path.startswith('file::memory:')
 
@@ -170,7 +146,7 @@ def open_db(path, wal=True, seed_hostnames=True, busy_timeout_ms=BUSY_TIMEOUT_MS
 
     Creates missing parent directories and missing tables (1.0's exact DDL). WAL lets 1.0 tools and
     readers work next to a running Manager; it is skipped for ``:memory:``. With *seed_hostnames*, an
-    empty ``auth_hostnames`` receives :func:`local_aliases`, as 1.0 does on every open (§6 item 8: pass
+    empty ``auth_hostnames`` receives :func:`netmgr.hostinfo.localhost_aliases`, as 1.0 does on every open (§6 item 8: pass
     False to let an emptied table stay empty).
     """
     path = os.fspath(path)
@@ -187,7 +163,7 @@ def open_db(path, wal=True, seed_hostnames=True, busy_timeout_ms=BUSY_TIMEOUT_MS
         for statement in SCHEMA:
             db.execute_sql(statement)
     if seed_hostnames and not Hostname.select().exists():
-        hostnames.insert_many(local_aliases())
+        hostnames.insert_many(localhost_aliases())
     return db
 
 
@@ -225,7 +201,7 @@ class UsersTable:
 
     def insert(self, username, password, is_admin=False, rounds=None):
         """Add a user with a bcrypt password. ValueError texts are 1.0's (plus the 72-byte limit)."""
-        if _USERNAME_INVALID.search(username) is not None:
+        if is_username_invalid(username):
             raise ValueError('A username cannot end with ":<integer>"')
         if not password:
             raise ValueError(f'You must specify a password for {username!r}')

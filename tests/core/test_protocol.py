@@ -11,7 +11,7 @@ import random
 import pytest
 from msl.network.utils import parse_terminal_input as parse_terminal_input_1_0
 
-from netmgr import protocol
+from netmgr import errors, protocol
 from netmgr.protocol import LineReader, LineTooLong, parse_terminal_input
 
 
@@ -288,7 +288,7 @@ def test_line_too_long_complete_line():
     with pytest.raises(LineTooLong) as info:
         reader.feed(b"ok\n" + b"x" * 11 + b"\n")
     assert info.value.limit == 10
-    assert isinstance(info.value, protocol.ProtocolError)
+    assert isinstance(info.value, errors.ProtocolError)
 
 
 def test_line_too_long_complete_line_across_chunks():
@@ -469,16 +469,16 @@ def test_notification_shape():
     'both \' and " quotes',
 ])
 def test_error_text_key_error_uses_repr(text):
-    assert protocol.error_text("KeyError", text) == f"KeyError: {KeyError(text)}"
+    assert errors.error_text("KeyError", text) == f"KeyError: {KeyError(text)}"
 
 
 def test_error_text_examples():
-    assert protocol.error_text(
+    assert errors.error_text(
         "KeyError", "the 'Nope' service does not exist, cannot link with Client[vm:38066]"
     ) == 'KeyError: "the \'Nope\' service does not exist, cannot link with Client[vm:38066]"'
-    assert protocol.error_text("KeyError", "abc") == "KeyError: 'abc'"
-    assert protocol.error_text("ValueError", "kaboom") == "ValueError: kaboom"
-    assert protocol.error_text("PermissionError", "it's 'locked'") == \
+    assert errors.error_text("KeyError", "abc") == "KeyError: 'abc'"
+    assert errors.error_text("ValueError", "kaboom") == "ValueError: kaboom"
+    assert errors.error_text("PermissionError", "it's 'locked'") == \
         "PermissionError: it's 'locked'"
 
 

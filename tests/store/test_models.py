@@ -15,6 +15,7 @@ import pytest
 from msl.network import constants as msl_constants
 from msl.network import database as msl_db
 
+from netmgr import hostinfo
 from netmgr.store import models
 from netmgr.store import passwords
 from netmgr.store.models import ConnectionLog, close_db, open_db
@@ -191,7 +192,7 @@ def test_wal_mode_for_files_not_memory(dbfile):
 
     open_db(':memory:')
     assert models.db.execute_sql('PRAGMA journal_mode').fetchone()[0] == 'memory'
-    assert models.hostnames.hostnames() == models.local_aliases()
+    assert models.hostnames.hostnames() == hostinfo.localhost_aliases()
     assert models.users.users() == []
 
 
@@ -201,7 +202,7 @@ def test_open_without_wal(tmp_path):
 
 
 def test_seeding_of_empty_hostnames(dbfile):
-    aliases = models.local_aliases()
+    aliases = hostinfo.localhost_aliases()
     assert models.hostnames.hostnames() == aliases
     assert {'localhost', '127.0.0.1', '::1', '1.0.0.127.in-addr.arpa'} <= set(aliases)
     if shutil.which('ip'):  # 1.0 parses `ip -4 address`; without iproute2 it lists no IPv4 addresses
