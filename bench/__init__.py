@@ -4,11 +4,20 @@ Run from the repository root with ``python -m bench`` (see ``bench/README.md``).
 
 Layout:
 
-* ``peers.py``   raw-protocol peers (Echo Service, load generator, idle-connection opener); each
-  runs in its own process, started as ``python -m bench.peers ROLE ...``; no msl-network code.
-* ``procs.py``   process bookkeeping (spawn, tear-down, no orphans) and ``/proc`` readers.
+* ``runner.py``   the command line: options, the repeat loop, the report at the end.
+* ``cases.py``    the cases and the rows of their tables (pure data).
+* ``runs.py``     one run of one case: start a fresh Manager and the peers, measure, return figures.
+* ``report.py``   medians, the printed report and the JSON document (no I/O).
 * ``managers.py`` how to start each Manager and wait until it speaks.
-* ``runner.py``  the cases, the repeat/median logic and the report.
+* ``procs.py``    process bookkeeping (spawn, tear-down, no orphans) and ``/proc`` readers.
+* ``wire.py``     the raw protocol the peers speak (framing, TLS reads, the blocking handshake).
+* ``peers.py``    raw-protocol peers (Echo Service, load generator in ``loadgen.py``, idle-connection
+  opener); each runs in its own process, started as ``python -m bench.peers ROLE ...``; no msl-network code.
+* ``libpeers.py`` the library cases' peers, through netmgr's and 1.0's client libraries
+  (``python -m bench.libpeers ROLE ...``).
+
+May import: the standard library, orjson; netmgr and msl-network only in child processes (the
+Managers, ``libpeers.py``, the key generator), never in the process that measures.
 
 Linux only: CPU time and RSS are read from ``/proc/<pid>``.
 """

@@ -2,8 +2,8 @@
 client libraries, and through a minimal raw-socket client (the floor).
 
 Run as ``python -m bench.libpeers ROLE [options]``; every role talks to 127.0.0.1 over plain TCP.
-Only the public APIs are used: ``netmgr.client.connect``, ``netmgr.service.Service``,
-``msl.network.connect`` and ``msl.network.Service``.
+Only the public APIs are used: ``netmgr.client.connect``, ``netmgr.client.Service`` (the class
+``netmgr.service.Service`` re-exports), ``msl.network.connect`` and ``msl.network.Service``.
 
 * ``service --kind netmgr|msl``: the Echo Service of that library, ``def echo(self, *args,
   **kwargs): return args, kwargs``, started with ``Echo().start(host=..., port=P,
@@ -28,11 +28,12 @@ import time
 
 import orjson
 
-from bench.peers import CLIENT_IDENTITY, CRLF, BlockingPeer, cpu_ticks, machine_busy_ticks
+from bench.procs import CLK_TCK, cpu_ticks, machine_busy_ticks
+from bench.wire import CLIENT_IDENTITY, CRLF, BlockingPeer, read_go, write_result
 
 HOST = "127.0.0.1"
 KINDS = ("netmgr", "msl", "floor")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+MAX_ERROR_SAMPLES = 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def schedstat_available(pid):
 
 def run_service(kind, port):
     if kind == "netmgr":
-        from netmgr.service import Service
+        from netmgr.client import Service
     else:
         from msl.network import Service
 
@@ -100,11 +101,9 @@ FLOOR_RECV_SIZE = 1 << 16  # below glibc's mmap threshold: recv(256 KiB) maps an
 def floor_client(port):
     """The floor: a minimal single-threaded raw-socket Client (blocking socket, no timeout,
     TCP_NODELAY, one request in flight), orjson to build each request and to parse each line.
-    The handshake and the link are ``bench.peers.BlockingPeer``'s."""
+    The handshake and the link are ``bench.wire.BlockingPeer``'s."""
     peer = BlockingPeer(port, CLIENT_IDENTITY)
-    peer.call_manager("link", ["Echo"], "link")
-    if peer.lines:
-        raise ValueError(f"unexpected extra lines after link: {peer.lines[:2]!r}")
+    peer.link_echo()
     peer.sock.settimeout(None)
     sock, dumps, loads = peer.sock, orjson.dumps, orjson.loads
     counter = iter(range(1, 1 << 62))
@@ -149,6 +148,11 @@ def check_echo(result, x):
         return False
 
 
+def add_sample(samples, r):
+    if len(samples) < MAX_ERROR_SAMPLES:
+        samples.append(repr(r)[:300])
+
+
 # ---------------------------------------------------------------------------------------------
 # seq: the paths interleaved, one request in flight
 
@@ -163,6 +167,11 @@ class Path:
         self.kind, self.port, self.mgr_pid, self.svc_pid = kind, int(port), int(mgr_pid), int(svc_pid)
         self.lat, self.mgr_ns, self.svc_ns, self.client_ns = [], 0, 0, 0
         self.errors, self.error_samples = 0, []
+        self.close = None
+
+    def figures(self):
+        return {"lat_ns": self.lat, "mgr_ns": self.mgr_ns, "svc_ns": self.svc_ns,
+                "client_ns": self.client_ns, "errors": self.errors, "error_samples": self.error_samples}
 
 
 def burst(path, n, x, measure):
@@ -182,87 +191,108 @@ def burst(path, n, x, measure):
         lat.append(t1 - t0)
         if not check_echo(r, x):
             path.errors += 1
-            if len(path.error_samples) < 5:
-                path.error_samples.append(repr(r)[:300])
+            add_sample(path.error_samples, r)
     if measure:
         path.client_ns += time.process_time_ns() - c0
         path.mgr_ns += cpu_ns(path.mgr_pid) - m0
         path.svc_ns += cpu_ns(path.svc_pid) - s0
 
 
+def warm_up(paths, args, x):
+    """Interleaved bursts for ``args.warmup`` s, at least one per path; returns the rounds made."""
+    t_end = time.monotonic() + args.warmup
+    n = 0
+    while True:
+        for p in paths:
+            burst(p, args.burst, x, False)
+        n += 1
+        if time.monotonic() >= t_end:
+            break
+    for p in paths:
+        p.errors, p.error_samples = 0, []
+    return n
+
+
+def measure(paths, args, x):
+    """The measured rounds, rotated each round; (elapsed s, other processes' CPU %)."""
+    pids = {os.getpid()} | {p.mgr_pid for p in paths} | {p.svc_pid for p in paths}
+    busy0, own0 = machine_busy_ticks(), sum(cpu_ticks(pid) for pid in pids)
+    t0 = time.monotonic()
+    for r in range(args.rounds):
+        k = r % len(paths)
+        for p in paths[k:] + paths[:k]:
+            burst(p, args.burst, x, True)
+    elapsed = time.monotonic() - t0
+    busy1, own1 = machine_busy_ticks(), sum(cpu_ticks(pid) for pid in pids)
+    other = max(0, (busy1 - busy0) - (own1 - own0)) / CLK_TCK / elapsed * 100 if elapsed > 0 else None
+    return elapsed, other
+
+
 def run_seq(args):
     paths = [Path(spec) for spec in args.path]
     x = "x" * args.payload
+    failure, n, elapsed, other = None, None, 0.0, None
     try:
         for p in paths:
             p.call, p.close = make_client(p.kind, p.port)
-        t_end = time.monotonic() + args.warmup
-        n = 0
-        while True:  # warm-up: interleaved too, at least one burst per path
-            for p in paths:
-                burst(p, args.burst, x, False)
-            n += 1
-            if time.monotonic() >= t_end:
-                break
-        for p in paths:
-            p.errors, p.error_samples = 0, []
-        pids = {os.getpid()} | {p.mgr_pid for p in paths} | {p.svc_pid for p in paths}
-        busy0, own0 = machine_busy_ticks(), sum(cpu_ticks(pid) for pid in pids)
-        t0 = time.monotonic()
-        for r in range(args.rounds):
-            k = r % len(paths)
-            for p in paths[k:] + paths[:k]:
-                burst(p, args.burst, x, True)
-        elapsed = time.monotonic() - t0
-        busy1, own1 = machine_busy_ticks(), sum(cpu_ticks(pid) for pid in pids)
-        failure = None
+        n = warm_up(paths, args, x)
+        elapsed, other = measure(paths, args, x)
     except Exception as exc:
-        failure, elapsed, busy0 = f"{type(exc).__name__}: {exc}", 0.0, None
+        failure, n, elapsed, other = f"{type(exc).__name__}: {exc}", None, 0.0, None
     finally:
         for p in paths:
-            if getattr(p, "close", None):
+            if p.close:
                 try:
                     p.close()
                 except Exception:
                     pass
-    result = {
+    write_result(args.out, {
         "failure": failure,
-        "warmup_rounds": n if failure is None else None,
+        "warmup_rounds": n,
         "elapsed_s": elapsed,
-        "other_cpu_pct": (max(0, (busy1 - busy0) - (own1 - own0)) / CLK_TCK / elapsed * 100
-                          if failure is None and elapsed > 0 else None),
+        "other_cpu_pct": other,
         "cpu_clock": "schedstat" if paths and schedstat_available(paths[0].mgr_pid) else "ticks",
-        "paths": {p.kind: {"lat_ns": p.lat, "mgr_ns": p.mgr_ns, "svc_ns": p.svc_ns,
-                           "client_ns": p.client_ns, "errors": p.errors,
-                           "error_samples": p.error_samples} for p in paths},
-    }
-    with open(args.out, "wb") as f:
-        f.write(orjson.dumps(result))
-    print("DONE", flush=True)
+        "paths": {p.kind: p.figures() for p in paths},
+    })
     return 0
 
 
 # ---------------------------------------------------------------------------------------------
 # threads: one shared connection, N threads of sequential calls
 
-def run_threads(args):
-    call, close = make_client(args.kind, args.port)
-    x = "x" * args.payload
-    for _ in range(20):  # the first calls: link set up, lazily created threads
-        call(x)
-    now = time.monotonic_ns
-    per_thread = [None] * args.threads
-    failures = []
-    go = threading.Event()
-    times = {}
+class CallerThreads:
+    """``n`` threads that wait for the GO times, then call ``call(x)`` back to back until t_me."""
 
-    def worker(i):
-        lat, done, errors, samples = [], 0, 0, []
-        go.wait()
-        t_ms, t_me = times["ms"], times["me"]
-        delay = (times["start"] - now()) / 1e9
+    def __init__(self, call, x, n):
+        self.call, self.x = call, x
+        self.per_thread = [None] * n  # (round trips in the window, calls, errors, samples)
+        self.failures = []
+        self.times = None
+        self.go = threading.Event()
+        self.threads = [threading.Thread(target=self._worker, args=(i,), daemon=True) for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def run(self, times):
+        """Release the threads with ``times`` = (t_start, t_ms, t_me) in ns, None to end them; wait."""
+        self.times = times
+        self.go.set()
+        for t in self.threads:
+            t.join()
+
+    def _worker(self, i):
+        self.go.wait()
+        if self.times is None:
+            return
+        t_start, t_ms, t_me = self.times
+        delay = (t_start - time.monotonic_ns()) / 1e9
         if delay > 0:
             time.sleep(delay)
+        self._calls(i, t_ms, t_me)
+
+    def _calls(self, i, t_ms, t_me):
+        call, x, now = self.call, self.x, time.monotonic_ns
+        lat, done, errors, samples = [], 0, 0, []
         try:
             while True:
                 t0 = now()
@@ -271,7 +301,7 @@ def run_threads(args):
                 try:
                     r = call(x)
                 except (ConnectionError, OSError) as exc:
-                    failures.append(f"thread {i}: {type(exc).__name__}: {exc}")
+                    self.failures.append(f"thread {i}: {type(exc).__name__}: {exc}")
                     break
                 except Exception as exc:  # an error reply
                     r = exc
@@ -279,46 +309,45 @@ def run_threads(args):
                 done += 1
                 if not check_echo(r, x):
                     errors += 1
-                    if len(samples) < 5:
-                        samples.append(repr(r)[:300])
+                    add_sample(samples, r)
                 if t_ms <= t1 <= t_me:
                     lat.append(t1 - t0)
         finally:
-            per_thread[i] = (lat, done, errors, samples)
+            self.per_thread[i] = (lat, done, errors, samples)
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(args.threads)]
-    for t in threads:
-        t.start()
+    def result(self):
+        done = [r for r in self.per_thread if r is not None]
+        return {
+            "threads": len(self.per_thread),
+            "lat_ns": [v for r in done for v in r[0]],
+            "completed_total": sum(r[1] for r in done),
+            "errors": sum(r[2] for r in done),
+            "error_samples": [s for r in done for s in r[3]][:MAX_ERROR_SAMPLES],
+            "failure": "; ".join(self.failures[:3]) or (None if len(done) == len(self.per_thread)
+                                                        else "a worker thread did not finish"),
+        }
+
+
+def run_threads(args):
+    call, close = make_client(args.kind, args.port)
+    x = "x" * args.payload
+    for _ in range(20):  # the first calls: link set up, lazily created threads
+        call(x)
+    callers = CallerThreads(call, x, args.threads)
     print("READY", flush=True)
-    line = sys.stdin.readline().split()
-    if not line or line[0] != "GO":
-        go.set()
+    times = read_go()
+    callers.run(times)
+    if times is None:
         return 2
-    times["start"], times["ms"], times["me"] = (int(float(v) * 1e9) for v in line[1:4])
-    go.set()
-    for t in threads:
-        t.join()
     try:
         close()
     except Exception:
         pass
-    done = [r for r in per_thread if r is not None]
-    result = {
-        "threads": args.threads,
-        "lat_ns": [v for r in done for v in r[0]],
-        "completed_total": sum(r[1] for r in done),
-        "errors": sum(r[2] for r in done),
-        "error_samples": [s for r in done for s in r[3]][:5],
-        "failure": "; ".join(failures[:3]) or (None if len(done) == args.threads
-                                                 else "a worker thread did not finish"),
-    }
-    with open(args.out, "wb") as f:
-        f.write(orjson.dumps(result))
-    print("DONE", flush=True)
+    write_result(args.out, callers.result())
     return 0
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.libpeers")
     sub = p.add_subparsers(dest="role", required=True)
     s = sub.add_parser("service")
@@ -337,7 +366,11 @@ def main(argv=None):
     t.add_argument("--threads", type=int, required=True)
     t.add_argument("--payload", type=int, default=10)
     t.add_argument("--out", required=True)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.role == "service":
         return run_service(args.kind, args.port)
     if args.role == "seq":

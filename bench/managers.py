@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from bench import procs
-from bench.peers import TLS_SERVER_NAME, client_tls_context
+from bench.wire import TLS_SERVER_NAME, client_tls_context
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_LINE = "Network Manager running on"
@@ -67,7 +67,7 @@ def make_tls_files(directory):
     errors = []
     for module, code in _KEYGEN.items():
         try:
-            r = subprocess.run([sys.executable, "-c", code, str(cert), str(key)], cwd=ROOT, env=_child_env(),
+            r = subprocess.run([sys.executable, "-c", code, str(cert), str(key)], cwd=ROOT, env=child_env(),
                                capture_output=True, text=True, timeout=120)
         except subprocess.TimeoutExpired:
             errors.append(f"{module}: timed out")
@@ -78,7 +78,8 @@ def make_tls_files(directory):
     raise ManagerError("cannot create the TLS key and certificate: " + "; ".join(errors))
 
 
-def _child_env(**extra):
+def child_env(**extra):
+    """The environment of a child: this one, with the repository root first on PYTHONPATH."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
@@ -89,7 +90,7 @@ def _importable(modules):
     """(ok, reason): ``import <modules>`` succeeds in a child Python from the repo root."""
     statement = f"import {modules}"
     try:
-        r = subprocess.run([sys.executable, "-c", statement], cwd=ROOT, env=_child_env(),
+        r = subprocess.run([sys.executable, "-c", statement], cwd=ROOT, env=child_env(),
                            capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
         return False, f"{statement} timed out"
@@ -100,13 +101,14 @@ def _importable(modules):
 
 
 def netmgr_available():
-    """(ok, reason): netmgr's Manager and command line can be imported."""
-    return _importable("netmgr.daemon.manager, netmgr.cli.app")
+    """(ok, reason): netmgr's Manager, its command line and the entry point the benchmark runs
+    (``python -m netmgr.launcher start``) can be imported."""
+    return _importable("netmgr.launcher, netmgr.daemon.manager, netmgr.cli.app")
 
 
 def netmgr_lib_available():
     """(ok, reason): netmgr's client and Service library can be imported (the lib cases)."""
-    return _importable("netmgr.client, netmgr.service")
+    return _importable("netmgr.client")
 
 
 _netmgr_options = None
@@ -118,7 +120,7 @@ def _netmgr_start_options():
     if _netmgr_options is None:
         try:
             r = subprocess.run([sys.executable, "-m", "netmgr.launcher", "start", "--help"], cwd=ROOT,
-                               env=_child_env(), capture_output=True, text=True, timeout=60)
+                               env=child_env(), capture_output=True, text=True, timeout=60)
             _netmgr_options = r.stdout if r.returncode == 0 else ""
         except (subprocess.TimeoutExpired, OSError):
             _netmgr_options = ""
@@ -134,7 +136,7 @@ def _tls_options(tls):
 def msl_command(port, tmpdir, tls=None):
     argv = [_msl_network_exe(), "start", *_tls_options(tls), "-p", str(port), "-G", "WARNING",
             "-d", str(tmpdir / "manager.sqlite3"), "-l", str(tmpdir / "manager.log")]
-    return argv, _child_env(MSL_NETWORK_HOME=str(tmpdir))
+    return argv, child_env(MSL_NETWORK_HOME=str(tmpdir))
 
 
 def netmgr_command(port, tmpdir, tls=None):
@@ -146,7 +148,7 @@ def netmgr_command(port, tmpdir, tls=None):
     if "--log-file" in help_text:
         argv += ["--log-file", str(tmpdir / "netmgr.daemon.log")]
     # keep any home-relative state of netmgr and of msl-network inside the temp dir
-    return argv, _child_env(MSL_NETWORK_HOME=str(tmpdir), NETMGR_HOME=str(tmpdir))
+    return argv, child_env(MSL_NETWORK_HOME=str(tmpdir), NETMGR_HOME=str(tmpdir))
 
 
 MANAGERS = {

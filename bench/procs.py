@@ -1,4 +1,4 @@
-"""Child-process bookkeeping and ``/proc`` readers.
+"""Child-process bookkeeping and ``/proc`` readers (the peer processes use the readers too).
 
 Every child is started in its own session (so its process group id is its pid) with a parent-death
 signal, and is recorded in :data:`REGISTRY`; :func:`stop` ends one child's group by that id and
@@ -72,30 +72,41 @@ def free_port():
         return s.getsockname()[1]
 
 
-def cpu_seconds(pid):
-    """utime + stime of ``pid`` (fields 14 and 15 of /proc/PID/stat), in seconds."""
+def cpu_ticks(pid):
+    """utime + stime of ``pid`` (fields 14 and 15 of /proc/PID/stat), in clock ticks."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         data = f.read()
     fields = data[data.rindex(b")") + 2:].split()  # field 3 onwards; comm may contain spaces
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) + int(fields[12])
 
 
-def machine_busy_seconds():
-    """CPU seconds spent in user+nice+system by every process on the machine (from /proc/stat).
+def cpu_seconds(pid):
+    """utime + stime of ``pid``, in seconds."""
+    return cpu_ticks(pid) / CLK_TCK
+
+
+def machine_busy_ticks():
+    """Clock ticks spent in user+nice+system by every process on the machine (from /proc/stat).
 
     irq/softirq/steal are left out: loopback TCP work shows up as softirq, not as anyone's load.
     """
     with open("/proc/stat", "rb") as f:
         fields = f.readline().split()
-    return (int(fields[1]) + int(fields[2]) + int(fields[3])) / CLK_TCK
+    return int(fields[1]) + int(fields[2]) + int(fields[3])
+
+
+def machine_busy_seconds():
+    """:func:`machine_busy_ticks` in seconds."""
+    return machine_busy_ticks() / CLK_TCK
 
 
 def rss_kib(pid):
+    """VmRSS of ``pid`` from /proc/PID/status, in KiB."""
     with open(f"/proc/{pid}/status", "rb") as f:
         for line in f:
             if line.startswith(b"VmRSS:"):
                 return int(line.split()[1])
-    return None
+    raise ValueError(f"no VmRSS for pid {pid}")
 
 
 def read_line(stream, timeout, proc=None):

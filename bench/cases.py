@@ -1,0 +1,166 @@
+"""What the benchmark runs and shows: the cases, and the rows of their tables. Pure data, no I/O."""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LoadCase:
+    name: str
+    clients: int
+    window: int
+    payload: int
+    tls: bool = False
+
+    @property
+    def title(self):
+        size = f"{self.payload // 1000} kB" if self.payload >= 1000 else f"{self.payload} B"
+        return (f"{self.clients} client(s) x {self.window} request(s) in flight, {size} payload, "
+                f"via the Echo Service" + (", every peer over TLS" if self.tls else ""))
+
+
+@dataclass(frozen=True)
+class IdleCase:
+    name: str
+    count: int
+    tls: bool = False
+
+    @property
+    def title(self):
+        what = "the TLS and identity handshakes" if self.tls else "the identity handshake"
+        return f"{self.count} connections, each completing {what} as a client, kept open"
+
+
+@dataclass(frozen=True)
+class LibSeqCase:
+    """The blocking libraries, one call in flight: netmgr, msl-network 1.0 and the raw floor
+    interleaved in one process (``bench/libpeers.py seq``)."""
+    name: str
+    rounds: int
+    burst: int
+    payload: int = 10
+    tls: bool = False  # plain TCP only
+
+    @property
+    def title(self):
+        return (f"blocking echo({self.payload} B) round trips, 1 call in flight, {self.rounds} rounds x "
+                f"{self.burst} calls per path, the paths interleaved; each Service in its own process")
+
+
+@dataclass(frozen=True)
+class LibThreadsCase:
+    """``threads`` client threads sharing ONE connection of a library (``bench/libpeers.py threads``)."""
+    name: str
+    threads: int
+    payload: int = 10
+    tls: bool = False  # plain TCP only
+
+    @property
+    def title(self):
+        return (f"{self.threads} threads sharing ONE library connection, each making sequential blocking "
+                f"echo({self.payload} B) calls; the library's own Service in its own process")
+
+
+CASE_NAMES = ("seq", "c8w16", "c8w16_100k", "idle2000", "seq_tls", "c8w16_tls", "idle_tls",
+              "lib_seq", "lib_threads16")
+# TLS case -> the plain case it is compared with in the overhead block
+PLAIN_OF = {"seq_tls": "seq", "c8w16_tls": "c8w16", "idle_tls": "idle2000"}
+
+
+def build_cases(opts):
+    """The cases named in ``opts.case_list``, in that order, with the counts of ``opts``."""
+    table = {
+        "seq": LoadCase("seq", 1, 1, 10),
+        "c8w16": LoadCase("c8w16", 8, 16, 10),
+        "c8w16_100k": LoadCase("c8w16_100k", 8, 16, 100_000),
+        "idle2000": IdleCase("idle2000", opts.idle_count),
+        "seq_tls": LoadCase("seq_tls", 1, 1, 10, tls=True),
+        "c8w16_tls": LoadCase("c8w16_tls", 8, 16, 10, tls=True),
+        "idle_tls": IdleCase("idle_tls", opts.idle_tls_count, tls=True),
+        "lib_seq": LibSeqCase("lib_seq", opts.lib_rounds, opts.lib_burst),
+        "lib_threads16": LibThreadsCase("lib_threads16", 16),
+    }
+    return [table[n] for n in opts.case_list]
+
+
+# Rows: (key, label, format, better); better is "high" or "low", None for informational rows.
+# The rows several tables share:
+P50 = ("p50_us", "latency p50 (us)", "{:,.0f}", "low")
+P99 = ("p99_us", "latency p99 (us)", "{:,.0f}", "low")
+MGR_CPU_PER_REQ = ("mgr_cpu_us_per_req", "Manager CPU per request (us)", "{:,.1f}", "low")
+SVC_CPU_PER_REQ = ("svc_cpu_us_per_req", "Service CPU per request (us)", "{:,.1f}", "low")
+CLIENT_CPU_PER_REQ = ("client_cpu_us_per_req", "client CPU per request (us)", "{:,.1f}", "low")
+MGR_CPU_PCT = ("mgr_cpu_pct", "Manager CPU use (% of 1 core)", "{:.0f}", None)
+SVC_CPU_PCT = ("svc_cpu_pct", "Echo Service CPU (%)", "{:.0f}", None)
+OTHER_CPU_PCT = ("other_cpu_pct", "other processes' CPU, noise (%)", "{:.0f}", None)
+ERRORS = ("errors", "error replies (sum of runs)", "{:.0f}", None)
+
+LOAD_ROWS = [
+    ("rps", "routed requests/s", "{:,.0f}", "high"),
+    P50, P99, MGR_CPU_PER_REQ, MGR_CPU_PCT,
+    ("gen_cpu_pct", "load generator CPU (%)", "{:.0f}", None),
+    SVC_CPU_PCT, OTHER_CPU_PCT, ERRORS,
+]
+IDLE_ROWS = [
+    ("handshakes_per_s", "handshakes/s", "{:,.0f}", "high"),
+    ("p50_us", "connect->identity request p50 (us)", "{:,.0f}", "low"),
+    ("p99_us", "connect->identity request p99 (us)", "{:,.0f}", "low"),
+    ("mgr_cpu_us_per_conn", "Manager CPU per handshake (us)", "{:,.0f}", "low"),
+    ("rss_kib_per_conn", "Manager RSS growth per conn (KiB)", "{:.2f}", "low"),
+    ("rss_mib_after", "Manager RSS with all open (MiB)", "{:.1f}", "low"),
+    OTHER_CPU_PCT,
+]
+# lib_seq, per path (netmgr, msl, floor)
+LIB_SEQ_ROWS = [
+    ("p50_us", "round trip p50 (us)", "{:,.0f}", "low"),
+    ("p99_us", "round trip p99 (us)", "{:,.0f}", "low"),
+    ("mean_us", "round trip mean (us)", "{:,.0f}", "low"),
+    MGR_CPU_PER_REQ, SVC_CPU_PER_REQ, CLIENT_CPU_PER_REQ,
+    ("calls", "calls measured per run", "{:,.0f}", None),
+    OTHER_CPU_PCT, ERRORS,
+]
+LIB_THREADS_ROWS = [
+    ("rps", "calls/s (all threads)", "{:,.0f}", "high"),
+    P50, P99, MGR_CPU_PER_REQ, SVC_CPU_PER_REQ, CLIENT_CPU_PER_REQ, MGR_CPU_PCT,
+    ("gen_cpu_pct", "client process CPU (%)", "{:.0f}", None),
+    SVC_CPU_PCT, OTHER_CPU_PCT, ERRORS,
+]
+SUMMED = {"errors"}  # summed over the runs; every other row shows the median
+
+# the paths of lib_seq: key -> (label, the Manager it goes through, description)
+LIB_PATHS = {
+    "netmgr": ("netmgr", "netmgr",
+               "netmgr.client.connect(...).link('Echo').echo -> netmgr Manager -> netmgr.service.Service"),
+    "msl": ("msl-network 1.0", "msl",
+            "msl.network.connect(...).link('Echo').echo -> msl-network 1.0 Manager -> msl.network.Service"),
+    "floor": ("floor", "netmgr",
+              "raw blocking-socket client (bench.libpeers) -> netmgr Manager -> raw Echo Service (bench.peers)"),
+}
+# lib_seq p50 goals: (numerator path, denominator path, at most this ratio, "target" or "aim")
+LIB_TARGETS = [("netmgr", "msl", 0.5, "target"), ("netmgr", "floor", 1.3, "aim")]
+# (key, label) of the overhead block of a TLS case: TLS / plain of these medians, per Manager
+OVERHEAD_ROWS = {
+    LoadCase: [("mgr_cpu_us_per_req", "Manager CPU per request"), ("p50_us", "latency p50")],
+    IdleCase: [("mgr_cpu_us_per_conn", "Manager CPU per handshake"),
+               ("p50_us", "connect->identity p50")],
+}
+
+
+def case_rows(case):
+    if isinstance(case, LibSeqCase):
+        return LIB_SEQ_ROWS
+    if isinstance(case, LibThreadsCase):
+        return LIB_THREADS_ROWS
+    return IDLE_ROWS if isinstance(case, IdleCase) else LOAD_ROWS
+
+
+def lib_paths(keys, skip=()):
+    """The lib_seq paths whose Manager is among ``keys``, minus those in ``skip``."""
+    return [p for p, (_, mgr_key, _) in LIB_PATHS.items() if mgr_key in keys and p not in skip]
+
+
+def case_keys(case, keys, opts):
+    """The result columns of ``case``: the Managers, or the paths of lib_seq."""
+    if isinstance(case, LibSeqCase):
+        return lib_paths(keys, opts.lib_skip)
+    if isinstance(case, LibThreadsCase):
+        return [k for k in keys if k not in opts.lib_skip]
+    return keys
