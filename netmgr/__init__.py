@@ -19,6 +19,13 @@ gevent.
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # type checkers and IDEs see the real names; at run time they load lazily
+    from netmgr.client.client import Client, connect  # noqa: F401
+    from netmgr.client.link import Link, LinkedClient  # noqa: F401
+    from netmgr.client.service import Service, run_forever, run_services  # noqa: F401
+
 #: name -> module of the lazily re-exported public API
 _EXPORTS = {
     "connect": "netmgr.client.client",

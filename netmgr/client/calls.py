@@ -20,8 +20,7 @@ from concurrent.futures import Future
 from threading import get_ident as _get_ident
 from time import monotonic as _monotonic
 
-from netmgr.client.peer import CONNECTED, RECONNECTING, encode
-from netmgr.protocol import dumps
+from netmgr.client.peer import CONNECTED, RECONNECTING, request_line
 
 #: A call made this long (seconds) after the last read first checks that the Manager is still
 #: there, so that a request is not written into a connection the Manager already closed.
@@ -74,23 +73,23 @@ class Calls:
 
     def _request(self, service, attribute, args, kwargs, timeout=None, asynchronous=False,
                  link=None):
-        """Send a request; its reply (or, `asynchronous`, a Future). The common case, a
-        synchronous call on an idle, recently read connection, takes the reading role at once."""
+        """Send a request; its reply (or, `asynchronous`, a Future). `link` is the
+        :class:`~netmgr.client.proxy.LinkEnd` of the Link that sends it, restored first after a
+        reconnect. The common case, a synchronous call on an idle, recently read connection,
+        takes the reading role at once."""
         if (asynchronous or self._leader is not None or self._state != CONNECTED
                 or self._closing):
             return self._request_slow(service, attribute, args, kwargs, timeout, asynchronous,
                                       link)
         now = _monotonic()
         gen = self._gen
-        if now - self._last_read > PRECHECK_AFTER or (link is not None
-                                                      and link._linked_gen != gen):
+        if now - self._last_read > PRECHECK_AFTER or (link is not None and link.gen != gen):
             return self._request_slow(service, attribute, args, kwargs, timeout, False, link)
         if timeout is None:
             timeout = self._request_timeout
         deadline = None if timeout is None or timeout == math.inf else now + timeout
         uid = self._uid_prefix + format(next(self._uid_count), "x")
-        data = encode({"args": args, "attribute": attribute, "error": False,
-                       "kwargs": kwargs, "service": service, "uid": uid})
+        data = request_line(service, attribute, args, kwargs, uid)
         waiter = _Waiter(uid, f"{service}.{attribute}")
         me = _get_ident()
         with self._lock:
@@ -114,12 +113,11 @@ class Calls:
         request_name = f"{service}.{attribute}"
         while True:
             transport, gen = self._usable(deadline, service)
-            if link is not None and link._linked_gen != gen:
-                link._restore(deadline)
+            if link is not None and link.gen != gen:
+                self._restore_link(link, deadline)
                 continue
             uid = self._uid_prefix + format(next(self._uid_count), "x")
-            data = dumps({"args": args, "attribute": attribute, "error": False,
-                          "kwargs": kwargs, "service": service, "uid": uid})
+            data = request_line(service, attribute, args, kwargs, uid)
             waiter = _Future(uid, request_name) if asynchronous else _Waiter(uid, request_name)
             waiter.deadline = deadline
             lead = self._register(waiter, transport, gen, me, asynchronous)

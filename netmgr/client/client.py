@@ -2,38 +2,43 @@
 
 Porting is an import change::
 
-    from msl.network import connect      ->   from netmgr.client import connect
+    from msl.network import connect      ->   from netmgr import connect
 
-:func:`connect`, :class:`Client`, :class:`Link` and :class:`LinkedClient` keep 1.0's public
-signatures and behaviour (error texts, ``asynchronous=True`` returning a
-:class:`concurrent.futures.Future`, ``notification_handler``, locks, ``identities(as_string=True)``).
-What is new is opt-in (``**netmgr_extras`` of :func:`connect`): automatic reconnection with
-back-off, a failover list of Managers, state callbacks, and a finite default timeout.
+:func:`connect` and :class:`Client` keep 1.0's public signatures and behaviour (error texts,
+``asynchronous=True`` returning a :class:`concurrent.futures.Future`, ``notification_handler``,
+locks, ``identities(as_string=True)``); :class:`~netmgr.client.link.Link` and
+:class:`~netmgr.client.link.LinkedClient` are in :mod:`netmgr.client.link`. What is new is
+opt-in (``**netmgr_extras`` of :func:`connect`): automatic reconnection with back-off, a failover
+list of Managers, state callbacks, a credential prompt, and a finite default timeout.
 
 Threading model: no event loop, and no thread hop on the synchronous path. A call writes its
 request and reads its own reply on the calling thread unless another thread is reading
 (:mod:`netmgr.client.calls`); a background thread reads only when nobody else does
-(:mod:`netmgr.client.reader`); notification handlers and state callbacks run on one dispatcher thread
-(:mod:`netmgr.client.dispatch`). This module holds the public entry points; the Client's machinery
-is in those mixins and :mod:`netmgr.client.reconnect`, the links in :mod:`netmgr.client.link`.
+(:mod:`netmgr.client.reader`); notification handlers and state callbacks run on one dispatcher
+thread (:mod:`netmgr.client.dispatch`). This module holds the public entry points; the Client's
+machinery is in those mixins and :mod:`netmgr.client.reconnect`. The Client meets its Links only
+through a :class:`~netmgr.client.proxy.LinkEnd` per link (:mod:`netmgr.client.proxy`).
 """
+from __future__ import annotations
+
 import itertools
 import logging
 import os
 import threading
 import uuid
-from operator import attrgetter
+import weakref
+from typing import Any, Coroutine, Literal, Sequence, overload
 
-from netmgr.client import peer as _conn
 from netmgr.client.calls import PRECHECK_AFTER, Calls
-from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING, Peer
 from netmgr.client.dispatch import Dispatch, MessageTooLargeError
-from netmgr.client.failover import Failover, Options
-from netmgr.client.link import Link, LinkedClient
+from netmgr.client.failover import (CONNECT_KEYS, RECONNECT_KEYS, Failover, Options,
+                                    check_extras, pick_kwargs)
+from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING, Peer, run_tasks_in_thread
+from netmgr.client.proxy import Link, LinkEnd
 from netmgr.client.reader import IDLE_READ_DELAY, Background
 from netmgr.client.reconnect import Reconnect
 from netmgr.client.tofu import get_ssl_context
-from netmgr.client.transport import CertificateRefused
+from netmgr.errors import CertificateRefused
 from netmgr.hostinfo import LANGUAGE, OS_NAME
 from netmgr.protocol import DISCONNECT_REQUEST, PORT, SHUTDOWN_MANAGER
 
@@ -42,18 +47,21 @@ logger = logging.getLogger("netmgr.client")
 #: Default of ``request_timeout``: seconds a request waits for its reply (1.0 waited forever).
 DEFAULT_REQUEST_TIMEOUT = 30.0
 
-_CONNECT_KEYS = ("host", "port", "timeout", "username", "password", "password_manager",
-                 "read_limit", "disable_tls", "cert_file", "assert_hostname", "auto_save")
-_EXTRA_KEYS = ("reconnect", "max_delay", "on_state_change", "request_timeout", "relock", "prompt")
+#: netmgr's keywords of :func:`connect` (``**netmgr_extras``).
+EXTRA_KEYS = (*RECONNECT_KEYS, "request_timeout", "relock", "prompt")
 
-__all__ = ["connect", "Client", "Link", "LinkedClient", "filter_client_connect_kwargs",
-           "get_ssl_context", "CONNECTED", "RECONNECTING", "DISCONNECTED",
-           "DEFAULT_REQUEST_TIMEOUT", "MessageTooLargeError", "IDLE_READ_DELAY", "PRECHECK_AFTER"]
+__all__ = ["connect", "Client", "filter_client_connect_kwargs", "get_ssl_context", "CONNECTED",
+           "RECONNECTING", "DISCONNECTED", "DEFAULT_REQUEST_TIMEOUT", "MessageTooLargeError",
+           "IDLE_READ_DELAY", "PRECHECK_AFTER"]
 
 
-def connect(*, name="Client", host="localhost", port=PORT, timeout=10, username=None,
-            password=None, password_manager=None, read_limit=None, disable_tls=False,
-            cert_file=None, assert_hostname=True, auto_save=False, **netmgr_extras):
+def connect(*, name: str = "Client",
+            host: str | Sequence[str | tuple[str, int]] = "localhost", port: int = PORT,
+            timeout: float | None = 10, username: str | None = None,
+            password: str | None = None, password_manager: str | None = None,
+            read_limit: int | None = None, disable_tls: bool = False,
+            cert_file: str | None = None, assert_hostname: bool = True,
+            auto_save: bool = False, **netmgr_extras: Any) -> Client:
     """Connect to a Network Manager as a :class:`Client` (msl-network 1.0's ``connect``).
 
     The 1.0 parameters keep their meaning: `timeout` bounds connecting and the handshake,
@@ -75,29 +83,25 @@ def connect(*, name="Client", host="localhost", port=PORT, timeout=10, username=
     * ``on_state_change`` (None): ``callback(client, state)`` with ``CONNECTED``,
       ``RECONNECTING`` or ``DISCONNECTED``, called on the dispatcher thread.
     * ``prompt`` (None): ``prompt(kind, name)`` returns a credential the Manager asks for and
-      that was not passed (``kind``: ``"username"``, ``"password"`` or ``"password_manager"``);
-      the default prompts on the terminal as 1.0 does.
+      that was not passed (``kind``: ``"username"``, ``"password"`` or ``"password_manager"``;
+      ``name``: the Manager's network name, or the user whose password is wanted); the default
+      prompts on the terminal as 1.0 does.
     * ``request_timeout`` (:data:`DEFAULT_REQUEST_TIMEOUT`): seconds a request waits when it
       is given no ``timeout``; None waits forever, as 1.0 did.
     """
-    unknown = set(netmgr_extras) - set(_EXTRA_KEYS)
-    if unknown:
-        raise TypeError(f"connect() got unexpected keyword argument(s) {sorted(unknown)}")
-    kwargs = dict(host=host, port=port, timeout=timeout, username=username, password=password,
-                  password_manager=password_manager, read_limit=read_limit,
-                  disable_tls=disable_tls, cert_file=cert_file, assert_hostname=assert_hostname,
-                  auto_save=auto_save, **netmgr_extras)
+    check_extras("connect", netmgr_extras, EXTRA_KEYS)
     client = Client(name)
-    client._start(**kwargs)
+    client._start(dict(host=host, port=port, timeout=timeout, username=username,
+                       password=password, password_manager=password_manager,
+                       read_limit=read_limit, disable_tls=disable_tls, cert_file=cert_file,
+                       assert_hostname=assert_hostname, auto_save=auto_save, **netmgr_extras))
     return client
 
 
-def filter_client_connect_kwargs(**kwargs):
+def filter_client_connect_kwargs(**kwargs: Any) -> dict[str, Any]:
     """The keyword arguments that :func:`connect` accepts (1.0's helper, netmgr extras kept)."""
-    kws = {k: kwargs[k] for k in ("name", *_CONNECT_KEYS, *_EXTRA_KEYS) if k in kwargs}
-    if "auth_password" in kwargs and "password_manager" not in kws:
-        kws["password_manager"] = kwargs["auth_password"]
-    return kws
+    return pick_kwargs(kwargs, ("name", *CONNECT_KEYS, *EXTRA_KEYS),
+                       (("auth_password", "password_manager"),))
 
 
 class Client(Peer, Calls, Dispatch, Background, Reconnect):
@@ -106,15 +110,16 @@ class Client(Peer, Calls, Dispatch, Background, Reconnect):
     Also a context manager: ``with connect() as cxn:`` disconnects on leaving the block.
     """
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self._name = name
         self._identity = {"type": "client", "name": name, "language": LANGUAGE, "os": OS_NAME}
         self._network_name = "<UNKNOWN>"
         self._address_manager = None
         self._port = None
-        self._links = []
-        self._start_kwargs = {}
-        self._tasks = []
+        self._links: list[LinkEnd] = []  # of each Link made on this Client and not unlinked
+        self._link_ends: weakref.WeakKeyDictionary[Link, LinkEnd] = weakref.WeakKeyDictionary()
+        self._start_kwargs: dict[str, Any] = {}
+        self._tasks: list[Any] = []
         # connection state, guarded by _lock
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -134,49 +139,49 @@ class Client(Peer, Calls, Dispatch, Background, Reconnect):
         self._uid_prefix = uuid.uuid4().hex[:12] + "-"
         self._uid_count = itertools.count(1)
         self._bg = None
-        self._bg_ident = None
+        self._loop_thread_id = None  # the background reader's
         self._wake_r = self._wake_w = None
         self._dispatch_q = None
         self._dispatcher = None
         # notifications queued for / handled by the dispatcher thread, per Service: a reply
         # from a Service is returned after the handlers of the notifications it sent before it
-        self._posted = {}
-        self._handled = {}
+        self._posted: dict[str, int] = {}
+        self._handled: dict[str, int] = {}
         self._handled_cond = threading.Condition(threading.Lock())
         self._manager_index = 0
 
     # ------------------------------------------------------------------ 1.0 API
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._state == CONNECTED:
             return f"<{self._name} manager={self._address_manager} port={self._port}>"
         return f"<{self._name} disconnected>"
 
-    def __enter__(self):
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.disconnect()
 
-    loop_thread_id = property(attrgetter("_bg_ident"), doc=(
-        "The identifier of the background reader thread (1.0: of the event-loop thread)."))
-    state = property(attrgetter("_state"),
-                     doc="``CONNECTED``, ``RECONNECTING`` or ``DISCONNECTED`` (netmgr).")
+    @property
+    def state(self) -> str:
+        """``CONNECTED``, ``RECONNECTING`` or ``DISCONNECTED`` (netmgr)."""
+        return self._state
 
-    def add_tasks(self, *coros_or_futures):
+    def add_tasks(self, *coros_or_futures: Coroutine[Any, Any, Any]) -> None:
         """Coroutines to run; netmgr runs them in a private asyncio loop on their own thread."""
         self._tasks.extend(coros_or_futures)
         if self._state == CONNECTED:
             tasks, self._tasks = self._tasks, []
-            _conn.run_tasks_in_thread(self._network_name, tasks)
+            run_tasks_in_thread(self._network_name, tasks)
 
-    def shutdown_handler(self):
+    def shutdown_handler(self) -> None:
         """Called once the connection is finally lost (not between reconnect attempts)."""
 
-    def is_connected(self):
+    def is_connected(self) -> bool:
         """Whether the connection to the Manager is up (False while reconnecting)."""
         return self._state == CONNECTED
 
-    def admin_request(self, attrib, *args, **kwargs):
+    def admin_request(self, attrib: str, *args: Any, **kwargs: Any) -> Any:
         """Send a request to the Manager as an administrator (1.0). Accepts ``timeout=``."""
         if "asynchronous" in kwargs:
             raise ValueError("Cannot make asynchronous requests to a Manager")
@@ -185,7 +190,7 @@ class Client(Peer, Calls, Dispatch, Background, Reconnect):
             self._no_reconnect = True
         return self._request("Manager", attrib, args, kwargs, timeout)
 
-    def disconnect(self, timeout=None):
+    def disconnect(self, timeout: float | None = None) -> None:
         """Disconnect from the Manager (1.0). Waits at most `timeout` seconds (default 10)."""
         with self._lock:
             if self._closing:
@@ -201,27 +206,38 @@ class Client(Peer, Calls, Dispatch, Background, Reconnect):
                 logger.debug("disconnect: %s", exc)
         self._close(reason="disconnected")
 
-    def link(self, service, *, timeout=None):
+    def link(self, service: str, *, timeout: float | None = None) -> Link:
         """Link with a Service on the Manager; returns a :class:`Link`."""
         logger.debug("linking with %r", service)
-        gen = self._gen
+        gen = self._gen  # a reconnect during the request: the link is restored on first use
         identity = self._request("Manager", "link", (service,), {}, timeout)
-        link = Link(self, service, identity)
-        link._linked_gen = gen
-        self._links.append(link)
+        end = LinkEnd(self, service, identity, gen, self._request, self._forget_link)
+        link = Link(end, service, identity)
+        self._link_ends[link] = end
+        self._links.append(end)
         return link
 
-    def unlink(self, link, *, timeout=None):
+    def unlink(self, link: Link, *, timeout: float | None = None) -> None:
         """Unlink from a Service (1.0); the :class:`Link` is forgotten when the Manager agrees."""
         if not isinstance(link, Link):
             raise TypeError(f"Must pass in a Link object, received {type(link)}")
+        end = self._link_ends.get(link)
         success = True
-        if link._linked_gen == self._gen:
+        if end is None or end.gen == self._gen:
             success = self._request("Manager", "unlink", (link.service_name,), {}, timeout)
-        if success and link in self._links:
-            self._links.remove(link)
+        if success and end in self._links:
+            self._links.remove(end)
 
-    def identities(self, *, as_string=False, indent=2, timeout=None):
+    @overload
+    def identities(self, *, as_string: Literal[False] = False, indent: int = 2,
+                   timeout: float | None = None) -> dict[str, Any]: ...
+
+    @overload
+    def identities(self, *, as_string: Literal[True], indent: int = 2,
+                   timeout: float | None = None) -> str: ...
+
+    def identities(self, *, as_string: bool = False, indent: int = 2,
+                   timeout: float | None = None) -> dict[str, Any] | str:
         """The identities of the Manager, its Clients and its Services (1.0's text layout)."""
         identity = self._request("Manager", "identity", (), {}, timeout)
         if not as_string:
@@ -230,12 +246,17 @@ class Client(Peer, Calls, Dispatch, Background, Reconnect):
         return "\n".join(_manager_text(identity, space) + _clients_text(identity, space)
                          + _services_text(identity, space))
 
-    def spawn(self, name="Client"):
+    def spawn(self, name: str = "Client") -> Client:
         """A new connection to the same Manager(s) with the same options."""
         return connect(name=name, **self._start_kwargs)
 
+    def _forget_link(self, end):
+        """A LinkEnd's Service shut down: do not restore that link after a reconnect."""
+        if end in self._links:
+            self._links.remove(end)
+
     # ------------------------------------------------------------------ connecting
-    def _start(self, **kwargs):
+    def _start(self, kwargs):
         self._start_kwargs = dict(kwargs)
         self._relock = bool(kwargs.pop("relock", False))
         self._request_timeout = kwargs.pop("request_timeout", DEFAULT_REQUEST_TIMEOUT)
@@ -243,10 +264,8 @@ class Client(Peer, Calls, Dispatch, Background, Reconnect):
         if self._request_timeout is not None and self._request_timeout <= 0:
             raise ValueError("request_timeout must be positive or None")
         failover = Failover(self._options, self._identity)
-        # a refused certificate or wrong credentials: no failover
-        found = failover.round(fatal=lambda e: isinstance(e, (ValueError, CertificateRefused)))
-        if found is None:
-            raise failover.error()
+        # one round, no retry; a refused certificate or wrong credentials: no failover
+        found = failover.run(fatal=lambda e: isinstance(e, (ValueError, CertificateRefused)))
         host, port, transport, local_port, leftover, lines = found
         self._manager_index = failover.index
         self._install(transport, local_port, lines, host, port)
@@ -258,7 +277,7 @@ class Client(Peer, Calls, Dispatch, Background, Reconnect):
             self._dispatch(line)
         if self._tasks:
             tasks, self._tasks = self._tasks, []
-            _conn.run_tasks_in_thread(self._network_name, tasks)
+            run_tasks_in_thread(self._network_name, tasks)
         return True
 
 

@@ -16,10 +16,9 @@ import threading
 from orjson import loads as _orjson_loads
 
 from netmgr.client.calls import _Waiter
-from netmgr.client.peer import credential_reply, error_text
+from netmgr.client.peer import credential_reply, remote_error_text
 from netmgr.errors import MessageTooLargeError  # noqa: F401 -- re-exported by netmgr.client
-from netmgr.protocol import TooLong
-from netmgr.protocol import NOTIFICATION_UID, loads
+from netmgr.protocol import NOTIFICATION_UID, TooLong, loads
 
 logger = logging.getLogger("netmgr.client")
 
@@ -91,7 +90,7 @@ class Dispatch:
     def _outcome(self, msg, is_error):
         """``(value, error)`` of a reply."""
         if is_error:
-            return None, RuntimeError(error_text(self._address_manager, msg))
+            return None, RuntimeError(remote_error_text(self._address_manager, msg))
         return msg.get("result"), None
 
     def _unhandled(self, request):
@@ -152,7 +151,7 @@ class Dispatch:
     # ------------------------------------------------------------------ the dispatcher thread
     def _notification(self, msg):
         name = msg.get("service")
-        links = [link for link in self._links if link._service_name == name]
+        links = [end.link for end in self._links if end.service == name]
         if not links:
             return
         try:

@@ -1,16 +1,41 @@
-"""Reaching a Manager, for the Client and the Service alike: addresses, options, failover, back-off.
+"""Reaching a Manager, for the Client and the Service alike: keywords, options, failover, back-off.
 
 :class:`Options` holds what ``connect()`` and ``Service.start()`` were told about the Managers
-and opens one connection with its handshake; :class:`Failover` makes rounds over the failover
-list and says when to give up; :class:`Backoff` spaces the rounds. What a connection is then
-used for, and what happens to the state of a Client or Service, is the caller's.
+(:data:`CONNECT_KEYS` and :data:`RECONNECT_KEYS`; :func:`pick_kwargs` is 1.0's ``filter_*_kwargs``)
+and opens one connection with its handshake. :class:`Failover` makes rounds over the failover
+list; :meth:`Failover.run` is the one connect-and-reconnect loop of the Client and the Service,
+with :class:`Backoff` between the rounds and the caller's ``stop``, ``wait`` and ``fatal``. What
+a connection is then used for, and what happens to the state of a Client or Service, is the
+caller's.
 """
 import random
 
 from netmgr.client.peer import Credentials, handshake
-from netmgr.protocol import Lines
 from netmgr.client.transport import open_connection
-from netmgr.protocol import PORT
+from netmgr.protocol import PORT, Lines
+
+#: 1.0's keywords of ``connect()`` and ``Service.start()`` that say how to reach the Manager.
+CONNECT_KEYS = ("host", "port", "timeout", "username", "password", "password_manager",
+                "read_limit", "disable_tls", "cert_file", "assert_hostname", "auto_save")
+#: netmgr's keywords of both: reconnecting after the connection drops.
+RECONNECT_KEYS = ("reconnect", "max_delay", "on_state_change")
+
+
+def pick_kwargs(kwargs, keys, renames=()):
+    """The items of `kwargs` whose key is in `keys`, plus, for each ``(alias, key)`` of `renames`
+    whose key was not given, ``key: kwargs[alias]`` (1.0's ``filter_*_kwargs``)."""
+    picked = {key: kwargs[key] for key in keys if key in kwargs}
+    for alias, key in renames:
+        if alias in kwargs and key not in picked:
+            picked[key] = kwargs[alias]
+    return picked
+
+
+def check_extras(function, extras, allowed):
+    """Raise Python's TypeError for keywords of `extras` that `function` does not take."""
+    unknown = set(extras) - set(allowed)
+    if unknown:
+        raise TypeError(f"{function}() got unexpected keyword argument(s) {sorted(unknown)}")
 
 
 def parse_managers(host, port=PORT):
@@ -160,13 +185,27 @@ class Failover:
         self.rounds += 1
         return None
 
+    def run(self, *, fatal=None, stop=None, on_error=None, wait=None):
+        """Rounds (see :meth:`round`) until a Manager accepts: the tuple of :meth:`round`.
+
+        Between rounds ``wait(delay)`` waits, the delay growing by :class:`Backoff`; without
+        ``wait`` a round that finds no Manager raises :meth:`error` (a first connect that does
+        not retry). None when ``stop()`` became true (``stopped`` is set) or when the
+        ``reconnect`` attempts are used up (``stopped`` is not set).
+        """
+        while True:
+            found = self.round(fatal, stop, on_error)
+            if found is not None or self.stopped:
+                return found
+            if wait is None:
+                raise self.error()
+            if self.exhausted():
+                return None
+            wait(self._backoff.next())
+
     def exhausted(self):
         """Whether the ``reconnect`` attempts are used up."""
         return 0 < self.options.attempts <= self.rounds
-
-    def next_delay(self):
-        """Seconds to wait before the next round."""
-        return self._backoff.next()
 
     def error(self):
         """What to raise when a round found no Manager: its one error, or a list of them."""

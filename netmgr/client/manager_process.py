@@ -2,7 +2,8 @@
 
 The child's command line is built from 1.0's ``run_forever`` keywords; it is ready once it prints
 its ``Network Manager running on <host>:<port>`` line (never a sleep). Its output is logged by
-``netmgr.daemon.manager.process``; SIGTERM (SIGINT for Ctrl+C in ``run_forever``) stops it.
+``netmgr.manager.process`` (the name docs/client.md gives); SIGTERM (SIGINT for Ctrl+C in
+``run_forever``) stops it.
 """
 import collections
 import logging
@@ -18,6 +19,10 @@ logger = logging.getLogger("netmgr.service")
 
 _READY = re.compile(r"Network Manager running on (\S+):(\d+) \(TLS (ENABLED|DISABLED)\)")
 MANAGER_START_TIMEOUT = 60
+#: 1.0's keywords of ``run_forever``, the parameters of :func:`manager_argv`.
+RUN_FOREVER_KEYS = ("host", "port", "auth_hostname", "auth_login", "auth_password", "database",
+                    "disable_tls", "cert_file", "key_file", "key_file_password", "log_level",
+                    "log_file")
 
 
 def manager_argv(host=None, port=PORT, auth_hostname=False, auth_login=False,
@@ -57,7 +62,7 @@ class ManagerProcess:
         self._reader.start()
 
     def _drain(self):
-        out = logging.getLogger("netmgr.daemon.manager.process")
+        out = logging.getLogger("netmgr.manager.process")
         for line in self.proc.stdout:
             self.lines.append(line)
             out.info("%s", line.rstrip())

@@ -1,23 +1,21 @@
-"""What the blocking Client and Service libraries share above the socket.
+"""What the blocking Client and Service share above the socket.
 
-The identity strings, the connection states, the handshake (the Manager speaks first: username,
-password, identity), 1.0's error texts and helpers, and :class:`Peer`, the base of
-:class:`netmgr.client.Client` and :class:`netmgr.service.Service` with 1.0's common properties.
-The handshake reads and writes through a transport (see :mod:`netmgr.client.transport`); nothing else
-here touches a socket. Framing and JSON come from :mod:`netmgr.protocol` and
-:mod:`netmgr.protocol` (orjson, CRLF).
+The connection states, the request encoder, the handshake (the Manager speaks first: username,
+password, identity) with its credentials, 1.0's texts and helpers, and :class:`Peer`, the base of
+:class:`netmgr.client.Client` and :class:`netmgr.client.Service` with 1.0's common properties.
+The handshake reads and writes through a transport (:mod:`netmgr.client.transport`); nothing
+else here touches a socket. Framing, JSON and the message shapes come from :mod:`netmgr.protocol`.
 """
+from __future__ import annotations
+
 import getpass
 import logging
 import re
 import threading
 import time
-from operator import attrgetter
+from typing import Any
 
-from orjson import dumps as _orjson_dumps
-
-from netmgr.protocol import TooLong
-from netmgr.protocol import CRLF, dumps, loads
+from netmgr.protocol import TooLong, dumps, loads, result
 
 logger = logging.getLogger("netmgr.client")
 
@@ -26,41 +24,70 @@ CONNECTED = "CONNECTED"
 RECONNECTING = "RECONNECTING"
 DISCONNECTED = "DISCONNECTED"
 
-def encode(msg):
-    """:func:`netmgr.protocol.dumps`, quicker for the usual message (one orjson call)."""
-    try:
-        line = _orjson_dumps(msg)
-    except TypeError:
-        return dumps(msg)  # big integers (1.0's dialect), or the caller's TypeError
-    # orjson writes NaN/Infinity as null: only a line with null needs protocol.dumps's check
-    return line + CRLF if line.find(b"null") < 0 else dumps(msg)
+
+#: one line of the wire protocol (:func:`netmgr.protocol.dumps`)
+encode = dumps
+
+
+def request_line(service, attribute, args, kwargs, uid):
+    """A Client's request as one line (1.0's key order)."""
+    return encode({"args": args, "attribute": attribute, "error": False, "kwargs": kwargs,
+                   "service": service, "uid": uid})
 
 
 #: 1.0's client-side test of a ``password`` request: the Manager's own password, or a user's
 _is_manager_regex = re.compile(r"^Manager\[\S+:\d+]$")
 
 
-class Peer:
+class ConnectionView:
+    """``address_manager``, ``name`` and ``port``: of a Client, a Service and a LinkedClient."""
+
+    _address_manager: str | None
+    _name: str
+    _port: int | None
+
+    @property
+    def address_manager(self) -> str | None:
+        """:class:`str`: ``host:port`` of the Manager this peer is connected to."""
+        return self._address_manager
+
+    @property
+    def name(self) -> str:
+        """:class:`str`: The name of this Client or Service on the Manager."""
+        return self._name
+
+    @property
+    def port(self) -> int | None:
+        """:class:`int`: The local port of the connection to the Manager."""
+        return self._port
+
+
+class Peer(ConnectionView):
     """1.0's properties common to a Client and a Service connected to a Manager.
 
-    The subclass sets ``_name``, ``_network_name``, ``_address_manager``, ``_port`` and
-    ``_identity``.
+    The subclass sets ``_name``, ``_network_name``, ``_address_manager``, ``_port``,
+    ``_identity`` and ``_loop_thread_id``.
     """
 
-    def __str__(self):
+    _network_name: str
+    _identity: Any
+    _loop_thread_id: int | None
+
+    def __str__(self) -> str:
         return self._network_name
 
-    address_manager = property(attrgetter("_address_manager"), doc=(
-        ":class:`str`: ``host:port`` of the Manager this peer is connected to."))
-    name = property(attrgetter("_name"),
-                    doc=":class:`str`: The name of this Client or Service on the Manager.")
-    port = property(attrgetter("_port"),
-                    doc=":class:`int`: The local port of the connection to the Manager.")
+    @property
+    def loop_thread_id(self) -> int | None:
+        """The identifier of the thread that reads from the Manager: a Client's background
+        reader, a Service's :meth:`start` caller (1.0: of the event-loop thread); None when
+        not running."""
+        return self._loop_thread_id
 
-    def identity(self):
+    def identity(self) -> dict[str, Any]:
         """The identity this peer sends to the Manager."""
         return self._identity
 
+    # not annotated: a Service's identity shows this signature, ``(level)`` as in 1.0
     @staticmethod
     def set_logging_level(level):
         """Set the level of the ``netmgr`` loggers; returns whether it succeeded."""
@@ -103,8 +130,7 @@ def handshake(transport, lines, identity, credentials, host, port, timeout, disa
         request = reader.next_request()
         attribute = request.get("attribute")
         if attribute == "identity":
-            transport.sendall(dumps({"error": False, "requester": None, "result": identity,
-                                     "uid": ""}))
+            transport.sendall(dumps(result(identity, None, "")))
             local_port = int(transport.sock.getsockname()[1])
             return local_port, reader.pending
         if attribute in ("username", "password"):
@@ -166,8 +192,7 @@ class _HandshakeReader:
 def credential_reply(request, credentials):
     """The reply (bytes) to the Manager's ``username`` or ``password`` request."""
     value = answer_credential(request, credentials)
-    return dumps({"error": False, "requester": request.get("requester"), "result": value,
-                  "uid": request.get("uid", "")})
+    return dumps(result(value, request.get("requester"), request.get("uid", "")))
 
 
 def answer_credential(request, credentials):
@@ -187,8 +212,10 @@ def answer_credential(request, credentials):
 
 # ------------------------------------------------------------------------------------ 1.0 helpers
 
-def error_text(address, reply):
-    """1.0's RuntimeError text for an error reply."""
+def remote_error_text(address, reply):
+    """1.0's RuntimeError text for an error reply from Manager[`address`] (or through it).
+
+    Not :func:`netmgr.errors.error_text`, which writes one exception as the Manager sends it."""
     message = reply.get("message")
     if not isinstance(message, str):
         message = "UnknownError: No error message has been provided"

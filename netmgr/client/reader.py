@@ -28,7 +28,7 @@ class Background:
     """The background thread of a Client (a mixin; see the module docstring)."""
 
     def _background(self):
-        self._bg_ident = threading.get_ident()
+        self._loop_thread_id = threading.get_ident()
         try:
             while True:
                 job = self._bg_next()

@@ -5,12 +5,16 @@ a caller holding an old generation stops using it. On loss every pending request
 ``ConnectionAbortedError`` (the Client's own disconnect and ``shutdown_manager`` resolve
 quietly), the state becomes ``RECONNECTING`` when ``reconnect`` allows it and the background
 thread (:mod:`netmgr.client.reader`) makes rounds over the failover list with back-off
-(:mod:`netmgr.client.failover`); once connected, links are restored (and locks re-acquired with
-``relock``) on their own thread. State callbacks run on the dispatcher thread.
+(:meth:`Failover.run <netmgr.client.failover.Failover.run>`, the loop the Service uses too); once
+connected, links are restored (and locks re-acquired with ``relock``) on their own thread, and a
+call through a link of an earlier connection restores it first. A link is restored through its
+:class:`~netmgr.client.proxy.LinkEnd`, the record the Client keeps of it. State callbacks run on
+the dispatcher thread.
 
 :class:`Reconnect` is a mixin of :class:`netmgr.client.Client` and uses its state.
 """
 import logging
+import math
 import os
 import threading
 import time
@@ -21,6 +25,8 @@ from netmgr.hostinfo import HOSTNAME
 from netmgr.protocol import DISCONNECT_REQUEST, SHUTDOWN_MANAGER
 
 logger = logging.getLogger("netmgr.client")
+
+_AGAIN = object()
 
 
 class Reconnect:
@@ -126,27 +132,24 @@ class Reconnect:
     def _reconnect(self):
         """Rounds over the failover list (run by the background thread) until connected."""
         failover = Failover(self._options, self._identity, self._manager_index)
-        while True:
-            found = failover.round(stop=self._is_closing, on_error=_log_failure)
-            if failover.stopped:
-                return
-            if found is not None:
-                self._manager_index = failover.index
-                self._reconnected(*found)
-                return
-            if failover.exhausted():
-                logger.error("gave up reconnecting to %s after %d attempt(s)",
-                             "|".join(f"{h}:{p}" for h, p in self._options.managers),
-                             failover.rounds)
-                self._set_disconnected()
-                return
-            delay = failover.next_delay()
-            with self._lock:
-                if not self._closing:
-                    self._cond.wait(delay)
+        found = failover.run(stop=self._is_closing, on_error=_log_failure,
+                             wait=self._wait_unless_closing)
+        if found is not None:
+            self._manager_index = failover.index
+            self._reconnected(*found)
+        elif not failover.stopped:
+            logger.error("gave up reconnecting to %s after %d attempt(s)",
+                         "|".join(f"{h}:{p}" for h, p in self._options.managers),
+                         failover.rounds)
+            self._set_disconnected()
 
     def _is_closing(self):
         return self._closing
+
+    def _wait_unless_closing(self, delay):
+        with self._lock:
+            if not self._closing:
+                self._cond.wait(delay)
 
     def _reconnected(self, host, port, transport, local_port, leftover, lines):
         if not self._install(transport, local_port, lines, host, port):
@@ -162,16 +165,61 @@ class Reconnect:
         """Re-link (and re-lock) after a reconnect, retrying until each Service is back."""
         delay = 0.05
         while gen == self._gen and not self._closing:
-            todo = [link for link in list(self._links) if link._linked_gen != gen]
+            todo = [end for end in list(self._links) if end.gen != gen]
             if not todo:
                 return
-            for link in todo:
+            for end in todo:
                 try:
-                    link._restore(time.monotonic() + 5, retry=False)
+                    self._restore_link(end, time.monotonic() + 5, retry=False)
                 except Exception as exc:  # noqa: BLE001 -- retried below
-                    logger.debug("relink with %r: %s", link._service_name, exc)
+                    logger.debug("relink with %r: %s", end.service, exc)
             time.sleep(delay)
             delay = min(1.0, delay * 2)
+
+    def _restore_link(self, end, deadline, retry=True):
+        """Link `end` again after a reconnect; retry while the Service is not back (until
+        deadline). A caller of the link and the relink thread may both get here: one links."""
+        with end.restore_lock:
+            while True:
+                gen = self._gen
+                if end.gen == gen:
+                    return
+                identity = self._link_again(end, deadline, retry)
+                if identity is _AGAIN or gen != self._gen:
+                    continue
+                end.identity = identity
+                if end.lock_shared is not None and self._relock:
+                    self._relock_link(end, deadline)
+                end.gen = gen
+                logger.info("link with %r restored", end.service)
+                return
+
+    def _link_again(self, end, deadline, retry):
+        """The Service's identity from a new ``link``; ``_AGAIN`` while it is not back."""
+        try:
+            return self._request("Manager", "link", (end.service,), {}, _remaining(deadline))
+        except RuntimeError as exc:
+            if not retry or "does not exist" not in str(exc) and "not connected" not in str(exc):
+                raise
+            if deadline is not None and time.monotonic() + 0.1 >= deadline:
+                raise TimeoutError(f"The {end.service!r} service is not available after "
+                                   f"reconnecting to Manager[{self._address_manager}]") from exc
+        time.sleep(0.1)
+        return _AGAIN
+
+    def _relock_link(self, end, deadline):
+        try:
+            self._request("Manager", "acquire_lock", (end.service,),
+                          {"shared": end.lock_shared}, _remaining(deadline))
+        except RuntimeError as exc:
+            logger.error("could not re-acquire the lock of %r: %s", end.service, exc)
+            end.lock_shared = None
+
+
+def _remaining(deadline):
+    if deadline is None:
+        return math.inf
+    return max(0.001, deadline - time.monotonic())
 
 
 def _log_failure(host, port, exc):

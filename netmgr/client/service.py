@@ -1,8 +1,8 @@
 """The blocking Service base class, and ``run_forever`` / ``run_services`` (msl-network 1.0's API).
 
-Porting is an import change::
+Porting is an import change (``netmgr.client`` and ``netmgr.service`` export the same names)::
 
-    from msl.network import Service, run_services   ->   from netmgr.service import Service, run_services
+    from msl.network import Service, run_services   ->   from netmgr import Service, run_services
 
 A Service's public attributes become its identity (``str(inspect.signature(x))`` for callables,
 the value for the rest, minus 1.0's ignore list and :meth:`Service.ignore_attributes`);
@@ -16,32 +16,30 @@ runs long (:mod:`netmgr.client.service_work`). Replies and notifications share o
 (:mod:`netmgr.client.service_io`). This module holds the public API; the Manager that
 :func:`run_services` starts is a child process (:mod:`netmgr.client.manager_process`).
 """
+from __future__ import annotations
+
 import inspect
 import logging
 import os
 import sys
 import threading
 import time
-from operator import attrgetter
+from typing import Any, Coroutine, Iterable, Sequence
 
-from netmgr.client import peer as _conn
-from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING, Peer
-from netmgr.client.failover import Options
-from netmgr.client.manager_process import (MANAGER_START_TIMEOUT, manager_argv, run_manager,
-                                     run_with_manager)
+from netmgr.client.failover import (CONNECT_KEYS, RECONNECT_KEYS, Options, check_extras,
+                                    pick_kwargs)
+from netmgr.client.manager_process import (MANAGER_START_TIMEOUT, RUN_FOREVER_KEYS,
+                                           manager_argv, run_manager, run_with_manager)
+from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING, Peer, run_tasks_in_thread
 from netmgr.client.service_io import ServiceIO
 from netmgr.client.service_work import TAKEOVER_AFTER, WATCH_IDLE, ServiceWork, _State
 from netmgr.hostinfo import LANGUAGE, OS_NAME
-from netmgr.protocol import DISCONNECT_REQUEST, NOTIFICATION_UID, PORT, dumps
+from netmgr.protocol import PORT, dumps, notification
 
 logger = logging.getLogger("netmgr.service")
 
-_START_KEYS = ("name", "host", "port", "timeout", "username", "password", "password_manager",
-               "read_limit", "disable_tls", "cert_file", "assert_hostname", "auto_save")
-_EXTRA_KEYS = ("reconnect", "max_delay", "on_state_change", "max_workers")
-_RUN_FOREVER_KEYS = ("host", "port", "auth_hostname", "auth_login", "auth_password", "database",
-                     "disable_tls", "cert_file", "key_file", "key_file_password", "log_level",
-                     "log_file")
+#: netmgr's keywords of :meth:`Service.start` (``**netmgr_extras``).
+EXTRA_KEYS = (*RECONNECT_KEYS, "max_workers")
 
 #: 1.0's attributes that never appear in a Service's identity, plus netmgr's own.
 DEFAULT_IGNORE = [
@@ -66,14 +64,15 @@ class Service(Peer, ServiceIO, ServiceWork):
     Subclass it, add methods, and call :meth:`start`.
     """
 
-    def __init__(self, *, name=None, max_clients=None, ignore_attributes=None):
+    def __init__(self, *, name: str | None = None, max_clients: int | None = None,
+                 ignore_attributes: str | Iterable[str] | None = None) -> None:
         self._name = self.__class__.__name__ if name is None else name
         self._network_name = "<UNKNOWN>"
         self._address_manager = None
         self._port = None
         self._identity = None
         self._loop_thread_id = None
-        self._tasks = []
+        self._tasks: list[Any] = []
         if max_clients is None or max_clients <= 0:
             self._max_clients = -1
         else:
@@ -87,44 +86,42 @@ class Service(Peer, ServiceIO, ServiceWork):
         self._netmgr = _State()
 
     # ------------------------------------------------------------------ 1.0 API
-    loop_thread_id = property(attrgetter("_loop_thread_id"), doc=(
-        "The identifier of the thread that called :meth:`start` (None when not running)."))
-    max_clients = property(attrgetter("_max_clients"), doc=(
-        ":class:`int`: How many Clients may link with this Service (-1: no limit)."))
+    @property
+    def max_clients(self) -> int:
+        """:class:`int`: How many Clients may link with this Service (-1: no limit)."""
+        return self._max_clients
 
     @property
-    def request(self):
+    def request(self) -> dict[str, Any] | None:
         """The request being handled by the calling thread (a dict with ``requester``,
         ``uid``, ``attribute``, ``args`` and ``kwargs``), or None outside a request."""
         return getattr(self._netmgr.local, "request", None)
 
-    def add_tasks(self, *coros_or_futures):
+    def add_tasks(self, *coros_or_futures: Coroutine[Any, Any, Any]) -> None:
         """Coroutines to run while the Service runs (in a private asyncio loop, own thread)."""
         self._tasks.extend(coros_or_futures)
 
-    def shutdown_handler(self):
+    def shutdown_handler(self) -> None:
         """Called once the connection to the Manager is finally lost, before :meth:`start`
         returns. Override it to clean up."""
 
-    def ignore_attributes(self, *names):
+    def ignore_attributes(self, *names: str) -> None:
         """Leave these attribute names out of the identity (call before :meth:`start`).
         Clients can still call them."""
         self._ignore_attributes.extend(names)
 
-    def emit_notification(self, *args, **kwargs):
+    def emit_notification(self, *args: Any, **kwargs: Any) -> None:
         """Send a notification to every Client linked with this Service. Any thread may call
         it; notifications and replies reach the Manager in the order they were emitted."""
         st = self._netmgr
-        data = dumps({"error": False, "result": [args, kwargs], "service": self._name,
-                      "uid": NOTIFICATION_UID})
-        if not self._nm_send(data, st.gen):
+        if not self._nm_send(dumps(notification(self._name, args, kwargs)), st.gen):
             logger.debug("%s: notification dropped, not connected", self._name)
 
-    def emit_notification_threadsafe(self, *args, **kwargs):
+    def emit_notification_threadsafe(self, *args: Any, **kwargs: Any) -> None:
         """The same as :meth:`emit_notification` (which is thread-safe in netmgr)."""
         self.emit_notification(*args, **kwargs)
 
-    def stop_service(self, timeout=None):
+    def stop_service(self, timeout: float | None = None) -> None:
         """Disconnect from the Manager for good (no reconnect); :meth:`start` then returns.
 
         netmgr; callable from any thread, not by Clients. Waits up to `timeout` seconds for
@@ -136,8 +133,7 @@ class Service(Peer, ServiceIO, ServiceWork):
             transport = st.transport
             st.cond.notify_all()
         if transport is not None:
-            self._nm_send(dumps({"service": self._network_name, "attribute": DISCONNECT_REQUEST}),
-                          st.gen)
+            self._nm_send_disconnect(st.gen)
             transport.shutdown()
         if timeout is not None and threading.get_ident() != self._loop_thread_id:
             deadline = time.monotonic() + timeout
@@ -145,9 +141,13 @@ class Service(Peer, ServiceIO, ServiceWork):
                 while st.running and time.monotonic() < deadline:
                     st.cond.wait(max(0.0, deadline - time.monotonic()))
 
-    def start(self, *, name=None, host="localhost", port=PORT, timeout=10, username=None,
-              password=None, password_manager=None, read_limit=None, disable_tls=False,
-              cert_file=None, assert_hostname=True, auto_save=False, **netmgr_extras):
+    def start(self, *, name: str | None = None,
+              host: str | Sequence[str | tuple[str, int]] = "localhost", port: int = PORT,
+              timeout: float | None = 10, username: str | None = None,
+              password: str | None = None, password_manager: str | None = None,
+              read_limit: int | None = None, disable_tls: bool = False,
+              cert_file: str | None = None, assert_hostname: bool = True,
+              auto_save: bool = False, **netmgr_extras: Any) -> None:
         """Connect to the Manager and serve requests until disconnected (blocking; 1.0).
 
         See :func:`netmgr.client.connect` for the parameters (`host` may be a failover list).
@@ -156,9 +156,7 @@ class Service(Peer, ServiceIO, ServiceWork):
         longest wait between attempts), ``on_state_change`` (``callback(service, state)``,
         called on the reading thread), ``max_workers`` (threads running requests at once).
         """
-        unknown = set(netmgr_extras) - set(_EXTRA_KEYS)
-        if unknown:
-            raise TypeError(f"start() got unexpected keyword argument(s) {sorted(unknown)}")
+        check_extras("start", netmgr_extras, EXTRA_KEYS)
         if name is not None:
             self._name = name
         if password and password_manager:
@@ -197,7 +195,7 @@ class Service(Peer, ServiceIO, ServiceWork):
             connected = True
             if self._tasks:
                 tasks, self._tasks = self._tasks, []
-                _conn.run_tasks_in_thread(self._name, tasks)
+                run_tasks_in_thread(self._name, tasks)
             with st.cond:
                 st.threads += 2  # this thread and the watcher
             self._nm_spawn_worker()
@@ -260,25 +258,23 @@ class Service(Peer, ServiceIO, ServiceWork):
                 "max_clients": self._max_clients, "language": LANGUAGE, "os": OS_NAME}
 
 
-def filter_service_start_kwargs(**kwargs):
+def filter_service_start_kwargs(**kwargs: Any) -> dict[str, Any]:
     """The keyword arguments that :meth:`Service.start` accepts (1.0; netmgr extras kept)."""
-    kws = {k: kwargs[k] for k in (*_START_KEYS, *_EXTRA_KEYS) if k in kwargs}
-    if "auth_password" in kwargs and "password_manager" not in kws:
-        kws["password_manager"] = kwargs["auth_password"]
-    return kws
+    return pick_kwargs(kwargs, ("name", *CONNECT_KEYS, *EXTRA_KEYS),
+                       (("auth_password", "password_manager"),))
 
 
-def filter_run_forever_kwargs(**kwargs):
+def filter_run_forever_kwargs(**kwargs: Any) -> dict[str, Any]:
     """The keyword arguments that :func:`run_forever` accepts (1.0)."""
-    kws = {k: kwargs[k] for k in _RUN_FOREVER_KEYS if k in kwargs}
-    if "password_manager" in kwargs and "auth_password" not in kws:
-        kws["auth_password"] = kwargs["password_manager"]
-    return kws
+    return pick_kwargs(kwargs, RUN_FOREVER_KEYS, (("password_manager", "auth_password"),))
 
 
-def run_forever(*, host=None, port=PORT, auth_hostname=False, auth_login=False,
-                auth_password=None, database=None, disable_tls=False, cert_file=None,
-                key_file=None, key_file_password=None, log_level="INFO", log_file=None):
+def run_forever(*, host: str | None = None, port: int = PORT, auth_hostname: bool = False,
+                auth_login: bool = False, auth_password: str | Sequence[str] | None = None,
+                database: str | None = None, disable_tls: bool = False,
+                cert_file: str | None = None, key_file: str | None = None,
+                key_file_password: str | Sequence[str] | None = None, log_level: str | int = "INFO",
+                log_file: str | None = None) -> int:
     """Run a netmgr Manager (``netmgr start`` in a child process) until it stops (1.0).
 
     Blocking; Ctrl+C stops the Manager. Returns the Manager's exit status.
@@ -288,12 +284,12 @@ def run_forever(*, host=None, port=PORT, auth_hostname=False, auth_login=False,
                                     key_file_password, log_level, log_file))
 
 
-def run_services(*services, **kwargs):
+def run_services(*services: Service, **kwargs: Any) -> None:
     """Start a netmgr Manager and then the `services`; return when the last Service has left.
 
     `kwargs` go to :func:`run_forever` (the Manager) and :meth:`Service.start`, each taking the
     ones it accepts (1.0). ``port=0`` lets the Manager choose a free port. The Manager runs as a
-    child process (``netmgr start``), its output logged by ``netmgr.daemon.manager.process``, and is
+    child process (``netmgr start``), its output logged by ``netmgr.manager.process``, and is
     stopped when every Service has disconnected (e.g. after each got ``shutdown_service``).
     """
     if not services:

@@ -7,16 +7,16 @@ Replies and notifications share one ordered outbox: the thread that finds no wri
 writes, with one ``sendall`` for everything queued meanwhile, so an emitter never waits for
 another's write. State callbacks run on the thread that notices the change (the reader).
 
-:class:`ServiceIO` is a mixin of :class:`netmgr.service.Service`; its state is the Service's
+:class:`ServiceIO` is a mixin of :class:`netmgr.client.Service`; its state is the Service's
 ``_netmgr`` (:class:`netmgr.client.service_work._State`) and ``_nm_opts``.
 """
 import logging
 
-from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING, encode
 from netmgr.client.failover import Failover, summary
-from netmgr.client.transport import CertificateRefused
+from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING, encode
+from netmgr.errors import CertificateRefused
 from netmgr.hostinfo import HOSTNAME
-from netmgr.protocol import dumps
+from netmgr.protocol import DISCONNECT_REQUEST, dumps, error, result
 
 logger = logging.getLogger("netmgr.service")
 
@@ -37,30 +37,26 @@ class ServiceIO:
         st = self._netmgr
         opts = self._nm_opts
         failover = Failover(opts, self._identity)
-        # wrong credentials end the first start; a refused certificate ends it always (1.0)
-        fatal = _refused_or_credentials if initial else _refused
-        while True:
-            try:
-                found = failover.round(fatal, stop=lambda: st.stopping)
-            except CertificateRefused:
-                return False  # 1.0: the user refused the certificate
-            if failover.stopped:
-                return False
-            if found is not None:
-                return self._nm_install(*found)
-            if initial and opts.attempts == 0:
-                raise failover.error()
-            if failover.exhausted():
-                logger.error("%s gave up connecting after %d attempt(s)", self._name,
-                             failover.rounds)
-                return False
-            delay = failover.next_delay()
+
+        def wait(delay):
             logger.info("%s: connecting again in %.2f s (%s)", self._name, delay,
                         summary(failover.errors[-1][2]) if failover.errors else "")
             with st.cond:
-                if st.stopping:
-                    return False
-                st.cond.wait(delay)
+                if not st.stopping:
+                    st.cond.wait(delay)
+
+        try:
+            # wrong credentials end the first start; a refused certificate ends it always (1.0)
+            found = failover.run(fatal=_refused_or_credentials if initial else _refused,
+                                 stop=lambda: st.stopping,
+                                 wait=None if initial and opts.attempts == 0 else wait)
+        except CertificateRefused:
+            return False  # 1.0: the user refused the certificate
+        if found is not None:
+            return self._nm_install(*found)
+        if not failover.stopped:
+            logger.error("%s gave up connecting after %d attempt(s)", self._name, failover.rounds)
+        return False
 
     def _nm_install(self, host, port, transport, local_port, leftover, lines):
         st = self._netmgr
@@ -151,14 +147,13 @@ class ServiceIO:
         requester = request.get("requester")
         uid = request.get("uid", "")
         try:
-            data = encode({"error": False, "requester": requester, "result": value, "uid": uid})
-        except TypeError as error:
+            data = encode(result(value, requester, uid))
+        except TypeError as not_json:
             to_json = getattr(value, "to_json", None)
             try:
                 if to_json is None:
-                    raise error
-                data = dumps({"error": False, "requester": requester, "result": to_json(),
-                              "uid": uid})
+                    raise not_json
+                data = dumps(result(to_json(), requester, uid))
             except Exception as exc:  # noqa: BLE001 -- the Client gets it as an error reply
                 logger.error("%s: %s", type(exc).__name__, exc)
                 self._nm_reply_error(request, exc, gen)
@@ -167,5 +162,9 @@ class ServiceIO:
 
     def _nm_reply_error(self, request, exc, gen):
         message = exc if isinstance(exc, str) else f"{exc.__class__.__name__}: {exc}"
-        self._nm_send(dumps({"error": True, "message": message, "requester": request.get("requester"),
-                             "result": None, "traceback": [], "uid": request.get("uid", "")}), gen)
+        self._nm_send(dumps(error(message, request.get("requester"), request.get("uid", ""))), gen)
+
+    def _nm_send_disconnect(self, gen):
+        """Ask the Manager to end the connection (``shutdown_service``, ``stop_service``)."""
+        self._nm_send(dumps({"service": self._network_name, "attribute": DISCONNECT_REQUEST}),
+                      gen)

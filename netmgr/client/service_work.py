@@ -10,7 +10,7 @@ requests the watcher sleeps until the next request wakes it. Non-callable attrib
 refusals are answered by the reader at once.
 
 :class:`_State` holds the reading role (its methods are called with ``cond`` held and do no
-I/O); :class:`ServiceWork` is a mixin of :class:`netmgr.service.Service`.
+I/O); :class:`ServiceWork` is a mixin of :class:`netmgr.client.Service`.
 """
 import collections
 import logging
@@ -19,8 +19,7 @@ import time
 
 from orjson import loads as _orjson_loads
 
-from netmgr.protocol import TooLong
-from netmgr.protocol import DISCONNECT_REQUEST, SHUTDOWN_SERVICE, dumps, loads
+from netmgr.protocol import SHUTDOWN_SERVICE, TooLong, loads
 
 logger = logging.getLogger("netmgr.service")
 
@@ -308,7 +307,7 @@ class ServiceWork:
         st.stopping = True
         self._nm_reply(request, value, gen)
         # the Manager, which knows the Service's links, then closes the connection
-        self._nm_send(dumps({"service": self._network_name, "attribute": DISCONNECT_REQUEST}), gen)
+        self._nm_send_disconnect(gen)
 
     def _nm_execute(self, item):
         method, request, gen = item

@@ -1,4 +1,4 @@
-"""Sockets for the blocking libraries: connecting with 1.0's error texts, and two transports.
+"""Sockets for the blocking library: connecting with 1.0's error texts, and two transports.
 
 Plain blocking sockets and threads: no gevent and no asyncio, so the libraries can be imported
 by any program (a Qt GUI, a Jupyter kernel, a LabVIEW-launched script) without changing how its
@@ -20,15 +20,14 @@ import struct
 import threading
 import time
 
-from netmgr.errors import CertificateRefused  # noqa: F401 -- raised by tofu, imported from here
-from netmgr.hostinfo import localhost_aliases
 from netmgr.client.tofu import get_ssl_context
+from netmgr.errors import CertificateRefused
+from netmgr.hostinfo import localhost_aliases
 
 RECV_SIZE = 1 << 18
 
 _POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 _POLLOUT = select.POLLOUT | select.POLLERR | select.POLLHUP
-
 
 
 # ------------------------------------------------------------------------------------ transports

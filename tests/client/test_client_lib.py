@@ -437,6 +437,20 @@ def test_public_api_matches_msl_network(old, new):
             assert q.default == p.default, name
 
 
+def test_one_import_line_ports_a_program():
+    """``from netmgr import connect, Service, ...`` (docs/client.md) gives the library's own
+    objects, as do 1.0's module paths ``netmgr.client`` and ``netmgr.service``."""
+    import netmgr
+    import netmgr.client
+    import netmgr.service
+
+    for name in ("connect", "Client", "Link", "LinkedClient", "Service", "run_services",
+                 "run_forever"):
+        assert getattr(netmgr, name) is getattr(netmgr.client, name), name
+    for name in ("Service", "run_services", "run_forever"):
+        assert getattr(netmgr.service, name) is getattr(netmgr.client, name), name
+
+
 def test_tls_concurrency_and_large_messages(netmgr_factory, netmgr_home, monkeypatch):
     """Over TLS many threads share one Client while large replies stream in."""
     mgr = netmgr_factory(tls=True)
