@@ -8,8 +8,7 @@ is reported on stderr and makes the command fail.
 """
 import os
 
-from netmgr.cli.actions import Failed
-from netmgr.errors import UsageError
+from netmgr.errors import Failed, UsageError
 
 KINDS = (  # (flag, directory, extension, search heading, plural noun, nothing found)
     ("certs", "certs", ".crt", "certificates", "certificate(s)", "no certificates found"),
@@ -54,29 +53,9 @@ def delete(root, database=None, everything=False, certs=False, keys=False, logs=
                          "  netmgr delete --keys")
     if not os.path.isdir(root):
         raise Failed(f"The {root!r} directory does not exist")
-    ok = True
-
-    def remove(path):
-        nonlocal ok
-        try:
-            os.remove(path)
-        except OSError as exc:
-            ok = False
-            error(f"[OSError] {exc} -- Cannot delete {path}")
-        else:
-            echo(f"[Deleted] {path}")
-
+    remover = _Remover(echo, error)
     if database is not None:
-        if os.path.isfile(database):
-            echo("\nThe following database will be deleted:")
-            echo(f"  {database} [{human_size(os.path.getsize(database))}]")
-            if confirm():
-                remove(database)
-                for suffix in ("-wal", "-shm"):  # a stale WAL must not meet a new database
-                    if os.path.isfile(database + suffix):
-                        remove(database + suffix)
-        else:
-            echo("No database file found")
+        _delete_database(database, echo, confirm, remover)
     for flag, directory, extension, heading, noun, nothing in KINDS:
         if not chosen[flag]:
             continue
@@ -88,5 +67,35 @@ def delete(root, database=None, everything=False, certs=False, keys=False, logs=
         echo(f"\n  {len(files)} {noun} will be deleted [{size}]")
         if confirm():
             for path in files:
-                remove(path)
-    return ok
+                remover.remove(path)
+    return remover.ok
+
+
+def _delete_database(database, echo, confirm, remover):
+    if not os.path.isfile(database):
+        echo("No database file found")
+        return
+    echo("\nThe following database will be deleted:")
+    echo(f"  {database} [{human_size(os.path.getsize(database))}]")
+    if confirm():
+        remover.remove(database)
+        for suffix in ("-wal", "-shm"):  # a stale WAL must not meet a new database
+            if os.path.isfile(database + suffix):
+                remover.remove(database + suffix)
+
+
+class _Remover:
+    """Removes files one by one, reporting each; ``ok`` turns False at the first failure."""
+
+    def __init__(self, echo, error):
+        self.echo, self.error = echo, error
+        self.ok = True
+
+    def remove(self, path):
+        try:
+            os.remove(path)
+        except OSError as exc:
+            self.ok = False
+            self.error(f"[OSError] {exc} -- Cannot delete {path}")
+        else:
+            self.echo(f"[Deleted] {path}")

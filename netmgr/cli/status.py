@@ -1,153 +1,128 @@
 """``netmgr status``: ask a running Manager, as an administrator, for its peers and services.
 
-A small blocking client of the msl-network 1.0 wire protocol (reference 1.3) on plain sockets
-and :mod:`ssl`: it answers the Manager's handshake requests (``password`` for the Manager
-password, ``username``/``password`` for a login, ``identity``), then sends the admin requests
-``status`` and ``peers``. A Manager that has not logged the peer in as an administrator asks
-for a username and password inline (reference 1.7); they are answered the same way.
-Credentials come from `ask(kind)` (``"username"``, ``"password"``, ``"manager_password"``), so
-the caller decides whether to use options or to prompt, and nothing is asked unless needed.
+The connection is the client library's (:func:`netmgr.client.connect`, a Client named
+``netmgr-status``): it answers the Manager's handshake, and the username and password a Manager
+asks for inline when the connection is not logged in as an administrator (reference 1.7). This
+module sends the admin requests ``status`` and ``peers``, disconnects, and leaves the status
+connection itself out of what it reports.
+
+Credentials come from `ask(kind)` (``"username"``, ``"password"``, ``"manager_password"``), called
+only for what the Manager asks for, so the caller decides whether to use options or to prompt.
+TLS trusts only the given certificate file: a missing one is reported before connecting, and
+there is no trust-on-first-use prompt. The library's errors become :class:`StatusError`, one line
+worded for this command's options.
 """
-import json
 import os
-import platform
 import re
-import socket
-import ssl
-import uuid
 
 from netmgr.errors import Failed
 
-MANAGER_NAME = re.compile(r"^Manager\[\S+:\d+]$")  # 1.0's client test for the Manager password
 IDENTITY_NAME = "netmgr-status"
+
+#: The library's hints (1.0's, in Python keywords) -> the same advice in this command's options.
+HINTS = (
+    ("Try setting disable_tls=True", "the Manager does not use TLS: pass --disable-tls"),
+    ("You have TLS disabled", "if the Manager uses TLS, leave out --disable-tls"),
+    ("To disable hostname checking", "{cert_file} is not for the host {host}: pass -H with its name"),
+    ("CERTIFICATE_VERIFY_FAILED", "is {cert_file} its certificate?"),
+    ("[X509", "is {cert_file} a PEM certificate?"),
+)
 
 
 class StatusError(Failed):
     """Connecting, logging in or a request failed; the text is printed as it is."""
 
 
-class AdminConnection:
-    """One connection to a Manager, identified as a Client named ``netmgr-status``."""
+class _Prompt:
+    """The library's ``prompt(kind, name)`` on top of ``ask(kind)``.
 
-    def __init__(self, host, port, ask, cert_file=None, disable_tls=False, timeout=10.0):
-        self.host, self.port, self._ask = host, port, ask
-        self.name = None  # the Manager's network name, from its first request
-        self._buf = b""
-        self.sock = self._connect(cert_file, disable_tls, timeout)
-        self.local_port = self.sock.getsockname()[1]
+    The library may call it on its reader thread (the inline login), so an error of `ask` (the
+    user gave up at a prompt) is kept in ``error`` and answered with an empty credential, which
+    the Manager refuses; :func:`fetch` then raises the kept error instead of the refusal.
+    """
 
-    def _connect(self, cert_file, disable_tls, timeout):
-        where = f"{self.host}:{self.port}"
-        context = None
-        if not disable_tls:
-            if not cert_file or not os.path.isfile(cert_file):
-                raise StatusError(f"Cannot find the Manager's certificate {cert_file}; "
-                                  "pass --cert-file, or --disable-tls for a plaintext Manager")
-            context = ssl.create_default_context(cafile=cert_file)
+    KINDS = {"username": "username", "password": "password", "password_manager": "manager_password"}
+
+    def __init__(self, ask):
+        self.ask = ask
+        self.error = None
+
+    def __call__(self, kind, _name):
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        except OSError as exc:
-            raise StatusError(f"Cannot connect to {where}: {exc.strerror or exc}") from None
-        if context is None:
-            return sock
-        try:
-            return context.wrap_socket(sock, server_hostname=self.host)
-        except ssl.SSLError as exc:
-            sock.close()
-            hint = ("the Manager does not use TLS: pass --disable-tls"
-                    if "WRONG_VERSION_NUMBER" in str(exc) else f"is {cert_file} its certificate?")
-            raise StatusError(f"TLS with {where} failed ({exc.reason or exc}); {hint}") from None
-        except OSError as exc:
-            sock.close()
-            raise StatusError(f"TLS with {where} failed: {exc}") from None
-
-    # -------------------------------------------------------------------------------- lines
-    def _send(self, obj):
-        self.sock.sendall(json.dumps(obj).encode() + b"\r\n")
-
-    def _read(self):
-        while b"\n" not in self._buf:
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                raise StatusError(f"{self.host}:{self.port} did not answer in time") from None
-            except OSError as exc:
-                raise StatusError(f"The connection to {self.host}:{self.port} failed: {exc}") from None
-            if not chunk:
-                raise StatusError(f"{self.name or 'The Manager'} closed the connection")
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise StatusError(f"not a Manager's message: {line[:80]!r}") from None
-
-    # ---------------------------------------------------------------------------- handshake
-    def _answer(self, msg):
-        """Answer a Manager request; True once the identity has been sent."""
-        attribute, args = msg.get("attribute"), msg.get("args") or []
-        self.name = self.name or msg.get("requester")
-        if attribute == "identity":
-            value = {"type": "client", "name": IDENTITY_NAME,
-                     "language": f"Python {platform.python_version()}",
-                     "os": f"{platform.system()} {platform.release()} {platform.machine()}"}
-        elif attribute == "username":
-            value = self._ask("username")
-        elif attribute == "password":
-            manager = bool(args) and isinstance(args[0], str) and MANAGER_NAME.match(args[0])
-            value = self._ask("manager_password" if manager else "password")
-        else:
-            raise StatusError(f"unexpected request from the Manager: {attribute!r}")
-        self._send({"error": False, "requester": msg.get("requester"), "result": value, "uid": ""})
-        return attribute == "identity"
-
-    def handshake(self):
-        while True:
-            msg = self._read()
-            if msg.get("error"):
-                raise StatusError(msg.get("message") or "the Manager refused the connection")
-            if self._answer(msg):
-                return self
-
-    def request(self, attribute, *args, **kwargs):
-        """An admin request to the Manager; its result, or StatusError with the Manager's message."""
-        uid = str(uuid.uuid4())
-        self._send({"args": list(args), "attribute": attribute, "error": False, "kwargs": kwargs,
-                    "service": "Manager", "uid": uid})
-        while True:
-            msg = self._read()
-            if "result" not in msg and "attribute" in msg:  # the inline admin login
-                self._answer(msg)
-            elif msg.get("uid") in (uid, ""):  # 1.0 answers admin requests with uid ""
-                if msg.get("error"):
-                    raise StatusError(msg.get("message") or "the request failed")
-                return msg.get("result")
-
-    def close(self):
-        try:
-            self._send({"args": [], "attribute": "__disconnect__", "error": False, "kwargs": {},
-                        "service": "self", "uid": ""})
-        except OSError:
-            pass
-        self.sock.close()
+            return self.ask(self.KINDS[kind])
+        except Exception as exc:  # noqa: BLE001 -- raised again by fetch(), on the caller's thread
+            self.error = self.error or exc
+            return ""
 
 
 def fetch(host, port, ask, cert_file=None, disable_tls=False, timeout=10.0):
-    """``{"manager", "peers": [...], "services": {...}}`` of the Manager at host:port.
+    """``{"manager", "peers": [...], "clients": [...], "services": {...}}`` of the Manager at host:port.
 
     The status connection itself is left out of the peers and clients it reports.
     """
-    conn = AdminConnection(host, port, ask, cert_file, disable_tls, timeout).handshake()
+    if not disable_tls and not (cert_file and os.path.isfile(cert_file)):
+        raise StatusError(f"Cannot find the Manager's certificate {cert_file}; "
+                          "pass --cert-file, or --disable-tls for a plaintext Manager")
+    prompt = _Prompt(ask)
     try:
-        status = conn.request("status")
-        peers = conn.request("peers")
-    finally:
-        conn.close()
-    me = lambda name, port_: name.startswith(IDENTITY_NAME + "[") and port_ == conn.local_port  # noqa: E731
+        status, peers, local_port = _ask_manager(host, port, prompt, cert_file, disable_tls, timeout)
+    except StatusError:
+        if prompt.error is not None:
+            raise prompt.error from None
+        raise
+    me = lambda name, port_: name.startswith(IDENTITY_NAME + "[") and port_ == local_port  # noqa: E731
     peers = [p for p in peers if not me(p.get("name", ""), p.get("port"))]
     clients = [c for c in status.get("clients", []) if not me(c, _port_of(c))]
     return {"manager": status.get("manager"), "peers": peers, "clients": clients,
             "services": status.get("services", {})}
+
+
+def _ask_manager(host, port, prompt, cert_file, disable_tls, timeout):
+    """``(status, peers, local port)`` over one library connection."""
+    from netmgr.client import connect  # only this command needs the library
+
+    try:
+        client = connect(name=IDENTITY_NAME, host=host, port=port, timeout=timeout,
+                         disable_tls=disable_tls, cert_file=cert_file, auto_save=False,
+                         request_timeout=timeout, prompt=prompt)
+    except ValueError as exc:  # the Manager refused the handshake: its message
+        raise StatusError(_first_line(exc) or "the Manager refused the connection") from None
+    except OSError as exc:
+        raise StatusError(_connect_error(exc, host, port, cert_file)) from None
+    try:
+        return _request(client, "status"), _request(client, "peers"), client.port
+    finally:
+        client.disconnect(timeout=timeout)
+
+
+def _request(client, attribute):
+    """An admin request's result; an error reply or a lost connection is a StatusError."""
+    try:
+        return client.admin_request(attribute)
+    except RuntimeError as exc:  # "Manager[...] returned the following exception: ... <message>"
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        raise StatusError(lines[-1] if lines else "the request failed") from None
+    except OSError as exc:  # TimeoutError, ConnectionError
+        raise StatusError(_first_line(exc)) from None
+
+
+def _connect_error(exc, host, port, cert_file):
+    """One line for an error of ``connect()``, with a hint in this command's options."""
+    where = f"{host}:{port}"
+    line = _first_line(exc) or type(exc).__name__
+    if line.startswith(("[SSL", "[X509")):
+        line = f"TLS with {where} failed: {line}"
+    elif not line.startswith(("Cannot connect", "The connection", "Manager[")):
+        line = f"Cannot connect to {where}: {line}"
+    hint = next((hint for marker, hint in HINTS if marker in str(exc)), None)
+    return line if hint is None else f"{line}; {hint.format(cert_file=cert_file, host=host)}"
+
+
+def _first_line(exc):
+    """The first line of an error's text without Python's ``[Errno N]`` and OpenSSL's source line."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return re.sub(r" \(_ssl\.c:\d+\)", "", re.sub(r"^\[Errno -?\d+\] ", "", line)).strip()
 
 
 def _port_of(name):

@@ -465,11 +465,11 @@ def test_connections(home, tmp_path):
 
 @pytest.fixture
 def captured(monkeypatch):
-    """Replace server.run: the options ``netmgr start`` resolved, without starting anything."""
-    from netmgr.daemon import startup as server
+    """Replace startup.run: the settings ``netmgr start`` resolved, without starting anything."""
+    from netmgr.daemon import startup
 
     calls = []
-    monkeypatch.setattr(server, "run", lambda **options: calls.append(options))
+    monkeypatch.setattr(startup, "run", lambda cfg, reread=None: calls.append(cfg))
     return calls
 
 
@@ -482,18 +482,18 @@ def test_start_precedence_file_env_flag(tmp_path, captured, monkeypatch):
     conf = write_config(tmp_path / "n.conf", port=1111, database=tmp_path / "file.db", auth="login",
                         log_level="debug", max_connections=7)
     ok("start", "--config", conf)
-    assert captured[-1]["port"] == 1111 and captured[-1]["database"] == str(tmp_path / "file.db")
-    assert captured[-1]["auth_login"] and captured[-1]["max_connections"] == 7
+    assert captured[-1].port == 1111 and captured[-1].database == str(tmp_path / "file.db")
+    assert captured[-1].auth == "login" and captured[-1].max_connections == 7
     monkeypatch.setenv("NETMGR_PORT", "2222")
     monkeypatch.setenv("NETMGR_DATABASE", str(tmp_path / "env.db"))
     ok("start", "--config", conf)
-    assert captured[-1]["port"] == 2222 and captured[-1]["database"] == str(tmp_path / "env.db")
+    assert captured[-1].port == 2222 and captured[-1].database == str(tmp_path / "env.db")
     ok("start", "--config", conf, "-p", "3333", "-d", tmp_path / "flag.db", "--max-connections", "9")
-    assert captured[-1]["port"] == "3333" and captured[-1]["database"] == str(tmp_path / "flag.db")
-    assert captured[-1]["max_connections"] == 9 and captured[-1]["log_level"] == "debug"
+    assert captured[-1].port == "3333" and captured[-1].database == str(tmp_path / "flag.db")
+    assert captured[-1].max_connections == 9 and captured[-1].log_level == "debug"
     # an authentication flag replaces the configured mode instead of conflicting with it
     ok("start", "--config", conf, "-P", "h", "e", "l", "l", "o")
-    assert captured[-1]["auth_password"] == "h e l l o" and not captured[-1]["auth_login"]
+    assert captured[-1].auth_password == "h e l l o" and captured[-1].auth == "password"
 
 
 def test_netmgr_config_env_and_home_layers(tmp_path, captured, monkeypatch):
@@ -501,20 +501,20 @@ def test_netmgr_config_env_and_home_layers(tmp_path, captured, monkeypatch):
     msl_home = tmp_path / "msl"
     monkeypatch.setenv("MSL_NETWORK_HOME", str(msl_home))
     ok("start")
-    assert captured[-1]["home"] == str(msl_home)
-    assert captured[-1]["database"] == str(msl_home / "manager.sqlite3")
+    assert captured[-1].home == str(msl_home)
+    assert captured[-1].database == str(msl_home / "manager.sqlite3")
     conf = write_config(tmp_path / "env.conf", home=tmp_path / "file-home", disable_tls="yes", log_file="none")
     monkeypatch.setenv("NETMGR_CONFIG", str(conf))
     ok("start")
-    assert captured[-1]["home"] == str(msl_home)  # an environment variable beats the file
+    assert captured[-1].home == str(msl_home)  # an environment variable beats the file
     monkeypatch.delenv("MSL_NETWORK_HOME")
     ok("start", "--enable-tls")
-    assert captured[-1]["home"] == str(tmp_path / "file-home") and captured[-1]["log_file"] == ""
-    assert captured[-1]["disable_tls"] is False
+    assert captured[-1].home == str(tmp_path / "file-home") and captured[-1].log_file == ""
+    assert captured[-1].disable_tls is False
     monkeypatch.setenv("NETMGR_HOME", str(tmp_path / "nm"))
     monkeypatch.setenv("MSL_NETWORK_HOME", str(msl_home))
     ok("start")
-    assert captured[-1]["home"] == str(tmp_path / "nm") and captured[-1]["disable_tls"] is True
+    assert captured[-1].home == str(tmp_path / "nm") and captured[-1].disable_tls is True
 
 
 def test_user_commands_follow_the_config(tmp_path, monkeypatch):

@@ -286,5 +286,33 @@ def test_status_shows_a_service_a_linked_client_and_its_lock(netmgr_factory, net
         thread.join(10)
 
 
+def test_status_errors_are_one_line_in_the_commands_words(netmgr_factory, netmgr_home, tmp_path):
+    """The client library's errors, as one line with a hint in ``netmgr status``'s options."""
+    env = {"NETMGR_HOME": str(netmgr_home)}
+    pw = tmp_path / "pw"
+    pw.write_text("whatever\n")
+    plain, tls = netmgr_factory(), netmgr_factory(tls=True)
+    other = tmp_path / "other.crt"  # a certificate that is not the TLS Manager's
+    in_process("certgen", other, "-k", tmp_path / "other.key", env=env)
+    login = ["-u", "admin", "--password-file", pw]
+
+    def fails(*args):
+        proc = netmgr("status", "-H", "127.0.0.1", *args, env=env, input="")
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        return proc.stderr.rstrip("\n")
+
+    assert fails("-p", plain.port, "-c", other, *login).endswith(
+        "the Manager does not use TLS: pass --disable-tls")
+    assert fails("-p", tls.port, "--disable-tls", "--timeout", "0.5", *login).endswith(
+        "if the Manager uses TLS, leave out --disable-tls")
+    wrong_cert = fails("-p", tls.port, "-c", other, *login)
+    assert wrong_cert.startswith(f"TLS with 127.0.0.1:{tls.port} failed: ")
+    assert wrong_cert.endswith(f"is {other} its certificate?")
+    port = free_port()
+    assert fails("-p", port, "--disable-tls", *login) == f"Cannot connect to 127.0.0.1:{port}: Connection refused"
+    assert fails("-p", plain.port, "--disable-tls").endswith("Aborted!")  # no credentials, no terminal
+
+
 def service_name(cxn):
     return f"Echo[{cxn.identities(timeout=WAIT)['services']['Echo']['address']}]"

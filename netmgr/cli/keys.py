@@ -1,0 +1,63 @@
+"""``netmgr keygen``, ``certgen`` and ``certdump``: the Manager's private key and TLS certificate.
+
+Thin: each command resolves its defaults from the settings (HOME/keys, HOME/certs), calls one
+function of :mod:`netmgr.cli.actions` and prints the text it returns (1.0's words).
+"""
+import click
+
+from netmgr.cli import actions
+from netmgr.cli.app import cli, config_option, secret, settings
+
+
+@cli.command()
+@click.argument("algorithm", default="rsa", type=click.Choice(["rsa", "dsa", "ecc"], case_sensitive=False))
+@click.option("-c", "--curve", default="SECP384R1", show_default=True, help="Elliptic curve (ECC only).")
+@click.option("-p", "--password", default=None,
+              help="Encrypt the key with this password (the value, or a file whose first line is it).")
+@click.option("--password-file", default=None, type=click.Path(dir_okay=False),
+              help="Read the password from the first line of this file.")
+@click.option("-o", "--out", default=None,
+              help="Where to write the key [default: HOME/keys/localhost.key].")
+@click.option("-s", "--size", default="2048", show_default=True, help="Key size in bits (RSA, DSA).")
+@config_option
+def keygen(config_file, algorithm, curve, password, password_file, out, size):
+    """Generate a private key to sign a certificate (PEM, mode 0600)."""
+    cfg = settings(config_file)
+    password = secret(password, password_file, "Reading the key password from the file")
+    out = out or cfg.cert_and_key()[1]
+    click.echo(actions.keygen(out, algorithm, size, curve, password, home=cfg.home))
+
+
+@cli.command()
+@click.argument("out", required=False)
+@click.option("-a", "--algorithm", default="SHA256", show_default=True,
+              help="Hash algorithm of the signature.")
+@click.option("-k", "--key-file", default=None,
+              help="Private key that signs the certificate (created if missing) "
+                   "[default: HOME/keys/localhost.key].")
+@click.option("-p", "--key-file-password", default=None,
+              help="Password of the key (the value, or a file whose first line is it).")
+@click.option("--key-file-password-file", default=None, type=click.Path(dir_okay=False),
+              help="Read the key password from the first line of this file.")
+@click.option("-y", "--years-valid", default="100", show_default=True,
+              help="Validity in years (0.25: 3 months).")
+@click.option("-H", "--host", default=None,
+              help="Name the certificate (CN, subjectAltName) and its default files after this host.")
+@click.option("--show", is_flag=True, help="Print the details of the new certificate.")
+@config_option
+def certgen(config_file, out, algorithm, key_file, key_file_password, key_file_password_file,
+            years_valid, host, show):
+    """Generate a self-signed certificate (PEM) [OUT default: HOME/certs/localhost.crt]."""
+    cfg = settings(config_file)
+    password = secret(key_file_password, key_file_password_file, "Reading the key password from the file")
+    default_cert, default_key = cfg.cert_and_key(host) if host else cfg.cert_and_key()
+    click.echo(actions.certgen(out or default_cert, key_file or default_key, password, algorithm,
+                               years_valid, host, show, home=cfg.home))
+
+
+@cli.command()
+@click.argument("certfile")
+@click.option("-o", "--out", default=None, help="Write the details to this file instead.")
+def certdump(certfile, out):
+    """Print the details of a PEM certificate."""
+    click.echo(actions.certdump(certfile, out))

@@ -1,0 +1,68 @@
+"""``netmgr start``: resolve the settings (file, environment, flags) and run the Manager.
+
+The only command that reaches the daemon, through its start-up entry, imported when the command
+runs so that the other commands never load the daemon or its event loop.
+"""
+import click
+
+from netmgr import config
+from netmgr.cli.app import cli, config_option, database_option
+from netmgr.cli.app import settings as _settings
+
+# ------------------------------------------------------------------------------------------ start
+
+D = config.DEFAULTS
+
+
+@cli.command()
+@click.option("--auth-hostname", is_flag=True, default=None,
+              help="Only accept peers from trusted hostnames.")
+@click.option("--auth-login", is_flag=True, default=None,
+              help="Ask every peer for a username and password.")
+@click.option("-P", "--auth-password", default=None, metavar="PASSWORD",
+              help="Require this Manager password (the value, or a file whose first line is it).")
+@click.option("-c", "--cert-file", default=None,
+              help="TLS certificate (PEM) [default: HOME/certs/<host>.crt].")
+@database_option
+@click.option("--disable-tls/--enable-tls", default=None,
+              help="Plaintext TCP (LabVIEW VIs, trusted networks) [default: TLS].")
+@click.option("-H", "--host", default=None, help="Address to bind [default: all interfaces].")
+@click.option("-k", "--key-file", default=None, help="Private key of the certificate (PEM).")
+@click.option("-D", "--key-file-password", default=None, metavar="PASSWORD",
+              help="Password of the private key (the value, or a file whose first line is it).")
+@click.option("-p", "--port", default=None, help=f"Port (0 picks a free one) [default: {D['port']}].")
+@click.option("-G", "--log-level", default=None,
+              help=f"Log level: a name (any case) or a number [default: {D['log_level']}].")
+@click.option("-l", "--log-file", default=None, help="Also log to this file (appended) "
+              "[default: HOME/logs/manager-<time>.log; 'none': no file].")
+@click.option("--max-connections", type=click.IntRange(1), default=None,
+              help=f"Connections served at once; more wait in the backlog "
+                   f"[default: {D['max_connections']}].")
+@click.option("--handshake-timeout", type=click.FloatRange(0.1), default=None,
+              help=f"Seconds a peer has for TLS, authentication and its identity "
+                   f"[default: {D['handshake_timeout']}].")
+@click.option("--max-line-size", type=click.IntRange(1024), default=None,
+              help=f"Largest message (bytes) an identified peer may send [default: {D['max_line_size']}].")
+@click.option("--max-queue-size", type=click.IntRange(1024), default=None,
+              help=f"Bytes queued for a peer that does not read before it is dropped "
+                   f"[default: {D['max_queue_size']}].")
+@click.option("--bcrypt-rounds", type=click.IntRange(4, 31), default=None,
+              help=f"bcrypt cost of passwords hashed by this Manager [default: {D['bcrypt_rounds']}].")
+@click.option("--max-auth-failures", type=click.IntRange(1), default=None,
+              help=f"Failed logins from one address before it is locked out "
+                   f"[default: {D['max_auth_failures']}].")
+@click.option("--auth-lockout", type=click.FloatRange(0), default=None,
+              help=f"Seconds an address stays locked out [default: {D['auth_lockout']}].")
+@config_option
+def start(config_file, auth_hostname, auth_login, auth_password, log_file, **flags):
+    """Start the Network Manager."""
+    from netmgr.daemon import startup
+
+    if log_file is not None and log_file.strip().lower() == "none":
+        log_file = ""
+
+    def resolve():
+        cfg = _settings(config_file, log_file=log_file, **flags)
+        return cfg.with_auth_flags(auth_hostname, auth_login, auth_password)
+
+    startup.run(resolve(), reread=resolve)  # SIGHUP resolves the settings again
