@@ -1,4 +1,4 @@
-"""Settings, and where netmgr's files live, in one place.
+"""Settings: resolved once from the defaults, the config file, the environment and the flags.
 
 Precedence, lowest first (STYLE.md layout)::
 
@@ -11,25 +11,21 @@ source tree documents each one. Every key ``k`` also has the environment variabl
 ``NETMGR_<K>`` (``port`` -> ``NETMGR_PORT``). An empty value, in the file or the environment,
 means "not set".
 
-Files keep msl-network 1.0's layout (reference section 2, "Paths") so that a site that ran
-``msl-network start`` keeps its users, trusted hostnames and the certificate its clients have
-cached::
-
-    HOME/certs/<host or localhost>.crt    HOME/keys/<host or localhost>.key
-    HOME/manager.sqlite3                  HOME/logs/
-
-HOME is the ``home`` key. Its environment layer is ``$NETMGR_HOME``, else 1.0's
-``$MSL_NETWORK_HOME``; its default is ``~/.msl/network`` of the invoking user (under ``sudo``,
-``$SUDO_USER``'s home, as 1.0 does). ``database``, ``cert_file``, ``key_file`` and ``log_file``
-default to their place under HOME.
+The result is one :class:`Config` (gunicorn's ``cfg``): the command line builds it, and the
+daemon receives that same object, with the same key names at every layer. Files keep
+msl-network 1.0's layout (:mod:`netmgr.hostinfo`): HOME is the ``home`` key, whose environment
+layer is ``$NETMGR_HOME``, else 1.0's ``$MSL_NETWORK_HOME``; ``database``, ``cert_file``,
+``key_file`` and ``log_file`` default to their place under HOME. Passwords given as values may
+name a file whose first line is the password (1.0): :func:`secret_value`.
 
 This module reads files and the environment; it writes nothing and opens no sockets.
 """
 import configparser
+import logging
 import math
 import os
 
-from netmgr.errors import ConfigError, Failed
+from netmgr.errors import ConfigError, Failed, UsageError
 from netmgr.hostinfo import database_path, default_cert_and_key, default_home
 
 SYSTEM_CONFIG = "/etc/netmgr/netmgr.conf"
@@ -117,9 +113,20 @@ def _auth(text):
     return value
 
 
-def _log_level(text):
-    from netmgr.daemon.log import parse_level
+def parse_level(level):
+    """A level name (any case), number, or numeric string -> int; ValueError as 1.0 words it."""
+    if isinstance(level, int):
+        return level
+    text = str(level).strip()
+    if text.isdigit():
+        return int(text)
+    value = logging.getLevelName(text.upper())
+    if not isinstance(value, int):
+        raise ValueError(f"Cannot set logging level to {level!r}")
+    return value
 
+
+def _log_level(text):
     parse_level(text)  # ValueError: Cannot set logging level to 'X'
     return text
 
@@ -152,6 +159,10 @@ KEYS = {
 }
 DEFAULTS = {key: default for key, (_, default) in KEYS.items()}
 
+#: keys a reload (SIGHUP) cannot change in a running Manager: they need a restart
+RESTART_ONLY = ("host", "port", "database", "disable_tls", "home", "auth", "auth_password",
+                "max_connections", "log_file")
+
 
 def env_name(key):
     return ENV_PREFIX + key.upper()
@@ -160,18 +171,19 @@ def env_name(key):
 # ------------------------------------------------------------------------------ the settings
 
 class Config:
-    """Resolved settings (``cfg.port``, ``cfg.database`` …); ``cfg.source(key)``: where each came from."""
+    """Resolved settings (``cfg.port``, ``cfg.database`` …), built once and passed down.
+
+    ``cfg.source(key)`` says where each value came from. The daemon reads the same object the
+    command line resolved: the names are the config file's keys at every layer.
+    """
 
     def __init__(self, values, sources, path=None):
         self._values = dict(values)
         self._sources = dict(sources)
         self.path = path  # the config file that was read, or None
-
-    def __getattr__(self, key):
-        try:
-            return self.__dict__["_values"][key]
-        except KeyError:
-            raise AttributeError(key) from None
+        for key, value in self._values.items():
+            if key not in ("home", "database"):  # derived: see the properties
+                setattr(self, key, value)  # a plain attribute: the daemon reads some per message
 
     def source(self, key):
         return self._sources.get(key, "default")
@@ -185,6 +197,34 @@ class Config:
             if value is not None:
                 values[key], sources[key] = value, "command line"
         return Config(values, sources, self.path)
+
+    def replace(self, **values):
+        """A copy with these values (None too), each keeping its source."""
+        unknown = set(values) - set(KEYS)
+        if unknown:
+            raise KeyError(f"unknown setting {sorted(unknown)[0]!r}")
+        return Config({**self._values, **values}, self._sources, self.path)
+
+    def with_auth_flags(self, auth_hostname=False, auth_login=False, auth_password=None):
+        """The command line's authentication flags as the ``auth`` key.
+
+        A flag replaces the configured ``auth`` entirely (so ``--auth-login`` overrides
+        ``auth = password``); without any, ``auth`` decides. Two flags are an error (1.0).
+        """
+        chosen = [mode for mode, on in (("hostname", auth_hostname), ("login", auth_login),
+                                        ("password", auth_password is not None)) if on]
+        if len(chosen) > 1:
+            raise UsageError("Cannot specify multiple authentication methods")
+        if chosen:
+            return self.override(auth=chosen[0], auth_password=auth_password)
+        if self.auth == "password" and self.auth_password is None:
+            raise ConfigError(f"auth = password needs auth_password ({self.source('auth')})")
+        return self
+
+    def for_reload(self, new):
+        """`new` with this Config's restart-only values, and the restart-only keys it changes."""
+        changed = sorted(k for k in RESTART_ONLY if new._values.get(k) != self._values.get(k))
+        return new.replace(**{k: self._values[k] for k in RESTART_ONLY}), changed
 
     # derived paths -----------------------------------------------------------------------------
     @property
@@ -216,32 +256,6 @@ class Config:
 
     def as_dict(self):
         return {key: value for key, value, _ in self.items()}
-
-    # netmgr start --------------------------------------------------------------------------------
-    def start_options(self, auth_hostname=False, auth_login=False, auth_password=None):
-        """Keyword arguments of :func:`netmgr.daemon.startup.run`.
-
-        Authentication flags on the command line replace the configured ``auth`` entirely (so
-        ``--auth-login`` overrides ``auth = password``); without any, ``auth`` decides.
-        """
-        if not (auth_hostname or auth_login or auth_password is not None):
-            mode = self.auth
-            auth_hostname, auth_login = mode == "hostname", mode == "login"
-            if mode == "password":
-                auth_password = self.auth_password
-                if auth_password is None:
-                    raise ConfigError(f"auth = password needs auth_password ({self.source('auth')})")
-        values = self._values
-        return dict(
-            auth_hostname=bool(auth_hostname), auth_login=bool(auth_login), auth_password=auth_password,
-            cert_file=values["cert_file"], key_file=values["key_file"],
-            key_file_password=values["key_file_password"], database=self.database,
-            disable_tls=bool(values["disable_tls"]), host=values["host"], port=values["port"],
-            log_level=values["log_level"], log_file=values["log_file"],
-            max_connections=values["max_connections"], handshake_timeout=values["handshake_timeout"],
-            max_line_size=values["max_line_size"], max_queue_size=values["max_queue_size"],
-            bcrypt_rounds=values["bcrypt_rounds"], max_auth_failures=values["max_auth_failures"],
-            auth_lockout=values["auth_lockout"], home=self.home)
 
 
 def config_file(explicit=None, environ=None):

@@ -1,18 +1,28 @@
-"""Entry point of the ``netmgr`` command: patch gevent first, then run the click tree.
+"""Entry point of the ``netmgr`` command: the Manager's process is made cooperative first.
 
-The Manager itself only uses gevent's own socket and server classes, but patching first
-makes every library the daemon imports (logging handlers, the threadpool, DNS) cooperative.
+This is the composition root: it may import :mod:`netmgr.daemon` (for
+:func:`~netmgr.daemon.patch`) and :mod:`netmgr.cli`; the command tree itself reaches the daemon
+only through :mod:`netmgr.daemon.startup`. Only ``netmgr start`` is patched: the admin commands
+(``netmgr status`` uses the blocking client library) run on plain sockets and threads, whose
+timeouts gevent's patched sockets would not honour the same way.
 """
 import sys
 
 
-def main():
-    from gevent import monkey
+def _command(argv):
+    """The subcommand's name: the first word that is not an option (group options take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
-    monkey.patch_all()
-    from netmgr.cli import app as cli
 
-    return cli.main()
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if _command(argv) == "start":
+        from netmgr.daemon import patch
+
+        patch()
+    from netmgr.cli import app
+
+    return app.main(argv)
 
 
 if __name__ == "__main__":

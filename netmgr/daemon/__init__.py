@@ -9,3 +9,15 @@ Manager and is the only module the command line imports from here.
 May import: the shared core (``netmgr.protocol``, ``errors``, ``hostinfo``, ``config``,
 ``crypto``) and ``netmgr.store``; never ``netmgr.client`` or ``netmgr.cli``.
 """
+
+
+def patch():
+    """Make the whole process cooperative: gevent's monkey patching.
+
+    Called by :mod:`netmgr.launcher` before anything imports ``ssl``, ``socket`` or
+    ``threading`` (the Manager uses gevent's own classes; patching makes the libraries it
+    imports cooperative too: logging handlers, the threadpool, DNS).
+    """
+    from gevent import monkey
+
+    monkey.patch_all()

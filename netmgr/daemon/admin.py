@@ -21,16 +21,43 @@ logger = log.get_logger("netmgr.daemon.admin")
 NOT_ADMIN = error_text("ValueError", "You must be an administrator to send this request to the Manager")
 
 
+def peers(manager):
+    """Every connected peer (the ``peers`` admin request)."""
+    return sorted(({"name": s.name, "address": s.address, "ip": s.ip, "port": s.port,
+                    "type": type(s.record).__name__.lower() if s.record else "unidentified",
+                    "admin": s.is_admin} for s in manager.sessions if s.name),
+                  key=lambda p: p["name"])
+
+def status(manager):
+    """Services with their links, locks and requests in flight (the ``status`` request)."""
+    services = {}
+    for name in sorted(manager.registry.services):
+        record = manager.registry.service(name)
+        services[name] = {"address": manager.registry.services[name]["address"],
+                          "max_clients": record.max_clients,
+                          "links": sorted(c.name for c in record.links),
+                          "locks": sorted(c.name for c in record.locks),
+                          "in_flight": sum(sum(u.values()) for u in record.inflight.values())}
+    return {"manager": manager.name, "clients": sorted(manager.registry.clients), "services": services}
+
+def disconnect_peer(manager, name):
+    """Drop the peer with this network name (the ``disconnect_peer`` request)."""
+    for session in list(manager.sessions):
+        if session.name == name:
+            session.abort("disconnected by an administrator")
+            return True
+    raise ValueError(f"no peer named {name!r} is connected")
+
+
 def operations(manager):
     """The allow-list: attribute name -> callable(*args, **kwargs)."""
     users, hostnames, connections = manager.users, manager.hostnames_table, manager.connections_table
-    settings = manager.settings
     return {
         # values 1.0 clients read (reference 1.7)
         "port": lambda: manager.port,
-        "login": lambda: True if settings.auth_mode == "login" else None,
-        "password": lambda: getattr(settings.auth, "password", None),
-        "hostnames": lambda: sorted(manager.trusted_hostnames()) if settings.auth_mode == "hostname" else None,
+        "login": lambda: True if manager.cfg.auth == "login" else None,
+        "password": lambda: getattr(manager.auth, "password", None),
+        "hostnames": lambda: sorted(manager.trusted_hostnames()) if manager.cfg.auth == "hostname" else None,
         "set_logging_level": log.set_level,
         # the tables, by their 1.0 attribute names
         "users_table.is_user_registered": users.is_user_registered,
@@ -47,9 +74,9 @@ def operations(manager):
         "hostnames_table.delete": hostnames.delete,
         "connections_table.connections": lambda start=None, end=None: connections.connections(start, end),
         # netmgr verbs
-        "peers": manager.peers,
-        "status": manager.status,
-        "disconnect_peer": manager.disconnect_peer,
+        "peers": lambda: peers(manager),
+        "status": lambda: status(manager),
+        "disconnect_peer": lambda name: disconnect_peer(manager, name),
     }
 
 
@@ -90,7 +117,7 @@ class Admin:
         session.challenging = True
         failed = []
         try:
-            with gevent.Timeout(self.manager.settings.handshake_timeout, False):
+            with gevent.Timeout(self.manager.cfg.handshake_timeout, False):
                 admin = self.manager.login.login(session, ask=session.ask_inline,
                                                  reject=lambda message: failed.append(message))
                 if admin is None:

@@ -22,6 +22,8 @@ import sys
 import orjson
 import structlog
 
+from netmgr.config import parse_level
+
 LOGGER_NAME = "netmgr"
 
 
@@ -147,19 +149,6 @@ class JournalHandler(logging.Handler):
     def close(self):
         self._sock.close()
         super().close()
-
-
-def parse_level(level):
-    """A level name (any case), number, or numeric string -> int; ValueError as 1.0 words it."""
-    if isinstance(level, int):
-        return level
-    text = str(level).strip()
-    if text.isdigit():
-        return int(text)
-    value = logging.getLevelName(text.upper())
-    if not isinstance(value, int):
-        raise ValueError(f"Cannot set logging level to {level!r}")
-    return value
 
 
 def _formatter(renderer):

@@ -9,14 +9,15 @@ Peers are registered with an opaque ``handle`` (the Manager's session object); t
 hands handles back as destinations and never calls them.
 """
 from netmgr.errors import Refused, error_text
-from netmgr.protocol import error
+from netmgr.protocol import encode_str, error
 
 
 class Client:
-    __slots__ = ("name", "handle", "links", "sent_to")
+    __slots__ = ("name", "name_json", "handle", "links", "sent_to")
 
     def __init__(self, name, handle):
         self.name = name  # network name, "Name[host:port]"
+        self.name_json = encode_str(name)  # spliced into every request it sends (routing)
         self.handle = handle
         self.links = set()  # Service records this client is linked with
         self.sent_to = set()  # Service records holding requests of this client in flight
@@ -162,9 +163,6 @@ class Registry:
 
     def service(self, name):
         return self._services.get(name)
-
-    def client(self, network_name):
-        return self._clients.get(network_name)
 
     # ---------------------------------------------------------------- links and locks (1.11)
     def link(self, client, name):

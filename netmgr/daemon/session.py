@@ -1,5 +1,9 @@
 """One connected peer: handshake, read loop, bounded writer queue, cleanup.
 
+The session moves bytes; what a line means, and what must be sent because of it, is decided by
+the pure :mod:`netmgr.daemon.routing` (and the Manager's attributes by
+:mod:`netmgr.daemon.attributes`), which return effects that the session delivers.
+
 A session has one reader greenlet (the handler the server spawns from its pool) and one writer
 greenlet fed by a bounded queue: ``send()`` only enqueues, so a peer that stops reading never
 delays anyone else (reference 6.16). All complete lines of a received chunk are dispatched
@@ -8,16 +12,15 @@ before the reader blocks again, which lets the writers flush each destination's 
 requests (STYLE.md rule 7).
 """
 import collections
-import json
 
 import gevent
 
 from netmgr import protocol
 from netmgr.daemon import log
-from netmgr.protocol import (CRLF, DISCONNECT_REQUEST, NOTIFICATION_UID, REPLY_KEYS, LineReader,
-                             dumps, encode_str, loads, loads_exact)
-from netmgr.daemon.registry import Client, Service, check_identity
-from netmgr.errors import HandshakeFailed, ProtocolError, Refused, error_text
+from netmgr.protocol import LineReader, dumps, loads
+from netmgr.daemon import routing
+from netmgr.daemon.registry import check_identity
+from netmgr.errors import HandshakeFailed, ProtocolError, Refused
 
 logger = log.get_logger("netmgr.daemon.session")
 
@@ -36,15 +39,15 @@ class Session:
         self.domain = None  # reverse DNS of the peer ("localhost" for loopback)
         self.hostname = None  # 1.0's short name: the domain's first label, or the dotted IPv4
         self.name = None  # network name, "Name[host:port]"
-        self.name_json = None
         self.record = None  # registry.Client or registry.Service once identified
         self.is_admin = False
         self.challenging = False  # an inline admin login is waiting for its answers
         self.closed = False
         self.log = logger.bind(peer=f"{self.ip}:{self.port}")
-        self._reader = LineReader(manager.settings.handshake_line_limit)
+        self._reader = LineReader(manager.HANDSHAKE_LINE_LIMIT)
         self._lines = collections.deque()
         self._eof = False
+        self._hangup = False  # the peer asked to disconnect while an inline login waited
         self._out = collections.deque()
         self._queued = 0
         self._dirty = False  # a flush of this session is scheduled
@@ -55,11 +58,11 @@ class Session:
     # ------------------------------------------------------------------ lifecycle
     def run(self):
         self._greenlet = gevent.getcurrent()
-        settings = self.manager.settings
+        cfg = self.manager.cfg
         flush = False
         try:
             try:
-                with gevent.Timeout(settings.handshake_timeout, HandshakeFailed("handshake timed out")):
+                with gevent.Timeout(cfg.handshake_timeout, HandshakeFailed("handshake timed out")):
                     tls = self.manager.wrap_tls(self.sock)  # the Manager speaks after TLS
                     self._tls = tls is not self.sock
                     self.sock = tls
@@ -69,7 +72,7 @@ class Session:
                 identified = False
             flush = True  # a rejection error must reach the peer before the close
             if identified:
-                self._reader.limit = settings.line_limit
+                self._reader.limit = self.manager.cfg.max_line_size
                 self._read_loop()
         except ProtocolError as exc:
             self.log.info("peer_disconnected", reason=str(exc))
@@ -91,7 +94,7 @@ class Session:
             self._writer = gevent.spawn(self._write_loop)  # a rejection must reach the peer
         if self._writer is not None:
             if flush:
-                self._writer.join(timeout=self.manager.settings.stop_timeout)
+                self._writer.join(timeout=self.manager.STOP_TIMEOUT)
             if self._writer is not None:
                 self._writer.kill(block=False)
         try:
@@ -123,7 +126,7 @@ class Session:
         self._queued += len(data)
         self._out.append(data)
         if self._writer is not None:
-            if self._queued > self.manager.settings.queue_limit:
+            if self._queued > self.manager.cfg.max_queue_size:
                 self.abort("outbound queue overflow")
         elif not self._dirty:
             self._dirty = True
@@ -150,7 +153,7 @@ class Session:
         if sent < len(data) or backlog:
             if sent < len(data):
                 out.appendleft(data[sent:] if sent else data)
-            if self._queued + backlog > self.manager.settings.queue_limit:
+            if self._queued + backlog > self.manager.cfg.max_queue_size:
                 self.abort("outbound queue overflow")
                 return
             self._writer = gevent.spawn(self._write_loop)
@@ -203,7 +206,7 @@ class Session:
         size = 65536
         while not self.closed:
             while lines:
-                if dispatch(lines.popleft()) is False or self.closed:
+                if dispatch(lines.popleft()) is False or self.closed or self._hangup:
                     return
             data = recv(size)
             if not data:
@@ -222,7 +225,7 @@ class Session:
         self.log = self.log.bind(address=self.address)
         self.log.info("new_connection")
         self.manager.record(self, "new connection request")
-        if not self.manager.settings.auth.authenticate(self):
+        if not self.manager.auth.authenticate(self):
             return False
         value = self.ask("identity")
         if value is None:
@@ -240,9 +243,9 @@ class Session:
             self.manager.record(self, "rejected: invalid identity")
             self.reject(exc.message)
             return False
-        self.record, self.name, self.name_json = record, name, encode_str(name)
+        self.record, self.name = record, name
         self.log = self.log.bind(name=name)
-        self.log.info(f"connected_as_{kind}")
+        self.log.info("connected_as_client" if kind == "client" else "connected_as_service")
         self.manager.record(self, f"connected as a {kind}")
         return True  # 1.0 never acknowledges the identity (reference 1.3)
 
@@ -288,7 +291,7 @@ class Session:
             if type(data) is dict and "result" in data and data.get("requester") == self.manager.name:
                 return data["result"]
             if self._dispatch(line) is False or self.closed:
-                self._lines.appendleft(b"__disconnect__")  # let the read loop end the session
+                self._hangup = True  # the read loop ends the session after this request
                 return None
         return None
 
@@ -298,7 +301,8 @@ class Session:
 
     # ------------------------------------------------------------------ dispatch (1.6)
     def _dispatch(self, line):
-        """Handle one line from an identified peer. False ends the session."""
+        """Handle one line from an identified peer (:mod:`netmgr.daemon.routing` decides).
+        False ends the session."""
         try:
             if len(line) >= THREADPOOL_PARSE_BYTES:
                 data = gevent.get_hub().threadpool.apply(loads, (line,))
@@ -306,134 +310,20 @@ class Session:
                 data = loads(line)
             raw = True
         except ValueError:
-            data = self._terminal(line)
+            data, message = routing.terminal(line)
             if data is None:
+                self.reply_error(message, "")
                 return True
             raw = False
-        if type(data) is not dict:
-            self.reply_error(error_text("TypeError", "a message must be a JSON object"), "")
+        verdict, effects = routing.route(self.manager.registry, self.record, line, data, raw)
+        for handle, out in effects:
+            handle.send(out)
+        if verdict is None:
             return True
-        if "result" in data:
-            self._from_service(line, data)
+        if verdict is routing.MANAGER:
+            self.manager.attributes.handle(self, data, data["attribute"], data.get("uid", ""))
             return True
-        uid = data.get("uid", "")
-        service = data.get("service")
-        attribute = data.get("attribute")
-        if type(uid) is not str:
-            self.reply_error(error_text("TypeError", "'uid' must be a string"), "")
+        if verdict is routing.DROPPED:
+            self.log.info("reply_dropped", requester=data.get("requester"), uid=data.get("uid"))
             return True
-        if type(service) is not str or type(attribute) is not str:
-            missing = "service" if type(service) is not str else "attribute"
-            self.reply_error(error_text("KeyError", missing), uid)
-            return True
-        if service == "Manager":
-            self.manager.manager_request(self, data, attribute, uid)
-            return True
-        if attribute == DISCONNECT_REQUEST:
-            return False
-        self._forward(line if raw else None, data, service, uid)
-        return True
-
-    def _terminal(self, line):
-        """Terminal text (reference 1.13), or an error reply and None."""
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            self.reply_error(error_text("UnicodeDecodeError", str(exc)), "")
-            return None
-        data = protocol.parse_terminal_input(text)
-        if data is None or "type" in data:
-            # 1.0 answers with the JSON decoder's words (and crashed on a stray ``client`` line)
-            try:
-                json.loads(text)
-                message = error_text("TypeError", "a message must be a JSON object")
-            except ValueError as exc:
-                message = f"JSONDecodeError: {exc}"
-            self.reply_error(message, "")
-            return None
-        return data
-
-    def _forward(self, line, data, service_name, uid):
-        """A request for a Service (reference 1.8), with ``requester`` set to the sender."""
-        record = self.record
-        if type(record) is not Client:
-            self.reply_error(error_text("PermissionError", "a Service cannot send requests to "
-                                                           "another Service"), uid)
-            return
-        if uid == NOTIFICATION_UID:
-            self.reply_error(error_text("ValueError", f"a request uid cannot be {uid!r}"), uid)
-            return
-        try:
-            target = self.manager.registry.route_request(record, service_name, uid)
-        except Refused as exc:
-            self.reply_error(exc.message, uid)
-            return
-        if line is not None and "requester" not in data:
-            # splice the requester into the received text: no re-serialisation of the payload
-            body = line.rstrip()
-            target.handle.send(b"".join((body[:-1], b',"requester":', self.name_json, b"}\r\n")))
-            return
-        if line is not None:
-            data = loads_exact(line)  # re-serialised: keep big integers exact
-        data["requester"] = self.name
-        try:
-            out = dumps(data)
-        except TypeError as exc:  # e.g. a terminal ``3+4j`` or ``{1,2}``
-            self.manager.registry.route_reply(target, self.name, uid)
-            self.reply_error(error_text("TypeError", str(exc)), uid)
-            return
-        target.handle.send(out)
-
-    def _from_service(self, line, data):
-        """A reply or notification (reference 1.9): only from a Service, only for its own."""
-        record = self.record
-        uid = data.get("uid")
-        if type(record) is not Service:
-            self.reply_error(error_text("PermissionError", "a Client cannot send replies or "
-                                                           "notifications"),
-                             uid if type(uid) is str else "")
-            return
-        if uid == NOTIFICATION_UID:
-            clients = record.links
-            if not clients:
-                return
-            if data.get("service") == record.name and data.keys() <= _NOTIFICATION_KEYS:
-                out = line + CRLF
-            else:  # the Manager, not the message, says who emitted it (reference 6.3)
-                out = dumps({"error": False, "result": loads_exact(line).get("result"),
-                             "service": record.name, "uid": NOTIFICATION_UID})
-            for client in clients:
-                client.handle.send(out)
-            return
-        requester = data.get("requester")
-        if type(requester) is not str or type(uid) is not str:
-            self.log.info("reply_dropped", reason="no requester or uid")
-            return
-        client = self.manager.registry.route_reply(record, requester, uid)
-        if client is None:
-            self.log.info("reply_dropped", reason="not in flight", requester=requester, uid=uid)
-            return
-        if _is_canonical_reply(data):
-            client.handle.send(line + CRLF)
-        else:
-            client.handle.send(dumps(_rebuild_reply(loads_exact(line))))
-
-
-_NOTIFICATION_KEYS = frozenset(("error", "result", "service", "uid"))
-
-
-def _is_canonical_reply(data):
-    if not data.keys() <= REPLY_KEYS:
-        return False
-    err = data.get("error", False)
-    if err is False:
-        return True
-    return err is True and type(data.get("message")) is str and type(data.get("traceback", [])) is list
-
-
-def _rebuild_reply(data):
-    if data.get("error"):
-        message = data.get("message")
-        return protocol.error(message if type(message) is str else "RuntimeError: the Service "
-                              "sent an error without a message", data["requester"], data["uid"])
-    return protocol.result(data.get("result"), data["requester"], data["uid"])
+        return False  # routing.DISCONNECT

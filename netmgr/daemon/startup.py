@@ -1,4 +1,6 @@
-"""``netmgr start``: turn command-line options into a running Manager, in 1.0's order.
+"""``netmgr start``: turn resolved settings into a running Manager, in 1.0's order.
+
+The command line reaches the daemon only through :func:`run` (and :func:`patch`).
 
 1.0's start-up prints, in this order, ``loaded certificate <path>`` (first line), one line per
 database table, the authentication mode, and last ``Network Manager running on <host>:<port>
@@ -25,14 +27,6 @@ def parse_port(text):
     return port
 
 
-def auth_mode(auth_hostname, auth_login, auth_password):
-    chosen = [mode for mode, on in (("hostname", auth_hostname), ("login", auth_login),
-                                    ("password", auth_password is not None)) if on]
-    if len(chosen) > 1:
-        raise UsageError("Cannot specify multiple authentication methods")
-    return chosen[0] if chosen else "none"
-
-
 def tls_context(host, cert_file, key_file, key_password, logger, home=None):
     """Choose the certificate and key as 1.0 does (reference section 3, start, step 3)."""
     default_cert, default_key = hostinfo.default_cert_and_key(host, home)
@@ -55,74 +49,64 @@ def tls_context(host, cert_file, key_file, key_password, logger, home=None):
     return context
 
 
-#: settings a reload cannot change: they need a restart
-RESTART_ONLY = ("host", "port", "database", "disable_tls", "home", "auth_hostname", "auth_login",
-                "auth_password", "max_connections", "log_file")
+def tls_context_of(cfg, logger):
+    """The server's TLS context for `cfg`, or None with ``disable_tls``."""
+    if cfg.disable_tls:
+        return None
+    return tls_context(cfg.host, cfg.cert_file, cfg.key_file, secret_value(cfg.key_file_password),
+                       logger, cfg.home)
 
 
-def reloader(reread, current, logger):
+def reloader(reread, logger):
     """The SIGHUP handler's work: resolve the settings again (config file, environment, the
     original flags) and apply what can change while peers stay connected."""
     def reload(mgr):
-        new = reread()
-        level = log.parse_level(new["log_level"])
-        context = None
-        if not current["disable_tls"]:
-            context = tls_context(new["host"], new["cert_file"], new["key_file"],
-                                  secret_value(new["key_file_password"]), logger, new["home"])
-        mgr.apply(ssl_context=context, handshake_timeout=new["handshake_timeout"],
-                  line_limit=new["max_line_size"], queue_limit=new["max_queue_size"],
-                  bcrypt_rounds=new["bcrypt_rounds"], max_auth_failures=new["max_auth_failures"],
-                  auth_lockout=new["auth_lockout"])
+        cfg, changed = mgr.cfg.for_reload(reread())
+        level = log.parse_level(cfg.log_level)
+        mgr.apply(cfg, tls_context_of(cfg, logger))
         log.set_level(level)
-        changed = sorted(k for k in RESTART_ONLY if new.get(k) != current.get(k))
         if changed:
             logger.warning("restart_required", settings=",".join(changed))
     return reload
 
 
-def run(auth_hostname, auth_login, auth_password, cert_file, database, disable_tls, host,
-        key_file, key_file_password, port, log_level, log_file, max_connections,
-        handshake_timeout, max_line_size, max_queue_size, bcrypt_rounds, max_auth_failures,
-        auth_lockout, home=None, reread=None):
-    """Run a Manager until it is stopped. `home` (:mod:`netmgr.config`) places the default files;
-    `reread()` returns these keyword arguments afresh for a SIGHUP reload."""
-    current = dict(locals())
+def _log_file(cfg):
+    if cfg.log_file is not None:
+        return cfg.log_file
+    return os.path.join(hostinfo.log_dir(cfg.home), time.strftime("manager-%Y-%m-%d-%H-%M-%S.log"))
+
+
+def run(cfg, reread=None):
+    """Run a Manager with the settings `cfg` (:class:`netmgr.config.Config`) until it is stopped.
+
+    ``reread()`` returns the settings afresh for a SIGHUP reload.
+    """
     from netmgr.daemon import manager
 
     try:
-        level = log.parse_level(log_level)
+        level = log.parse_level(cfg.log_level)
     except ValueError as exc:
         raise UsageError(f"ValueError: {exc}") from None
-    port = parse_port(port)
-    mode = auth_mode(auth_hostname, auth_login, auth_password)
-    if log_file is None:
-        log_file = os.path.join(hostinfo.log_dir(home), time.strftime("manager-%Y-%m-%d-%H-%M-%S.log"))
-    os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+    cfg = cfg.replace(port=parse_port(cfg.port))
+    log_file = _log_file(cfg)
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
     log.configure(level, log_file)
     logger = log.get_logger()
 
-    context = None
-    if not disable_tls:
-        context = tls_context(host, cert_file, key_file, secret_value(key_file_password), logger, home)
-    settings = manager.Settings(
-        host=host, port=port, auth_mode=mode, password=secret_value(auth_password),
-        database=database or hostinfo.database_path(home), ssl_context=context,
-        max_connections=max_connections, handshake_timeout=handshake_timeout,
-        line_limit=max_line_size, queue_limit=max_queue_size, bcrypt_rounds=bcrypt_rounds,
-        max_auth_failures=max_auth_failures, auth_lockout=auth_lockout)
-    inherited = systemd.listen_fds()
-    if inherited:  # socket activation: systemd holds the port, and the backlog across restarts
-        settings.listener = inherited[0]
+    context = tls_context_of(cfg, logger)
+    inherited = systemd.listen_fds()  # socket activation: systemd holds the port and the backlog
     try:
-        mgr = manager.Manager(settings).start()
+        mgr = manager.Manager(cfg, ssl_context=context,
+                              listener=inherited[0] if inherited else None).start()
     except OSError as exc:
-        raise UsageError(f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot listen on {cfg.host or '*'}:{cfg.port}: "
+                         f"{exc.strerror or exc}") from None
     if reread is not None:
-        mgr.reloader = reloader(reread, current, logger)
-    tls = "DISABLED" if disable_tls else "ENABLED"
-    running = f"Network Manager running on {host or hostinfo.HOSTNAME}:{mgr.port} (TLS {tls})"
-    logger.info(running)
+        mgr.reloader = reloader(reread, logger)
+    tls = "DISABLED" if cfg.disable_tls else "ENABLED"
+    running = f"Network Manager running on {cfg.host or hostinfo.HOSTNAME}:{mgr.port} (TLS {tls})"
+    logger.info(running)  # 1.0's last start-up line: harnesses wait for it
     if level > logging.INFO:  # harnesses wait for this line whatever the log level
         print(running, flush=True)
     mgr.serve_forever()

@@ -9,9 +9,11 @@ opens the other's files. What netmgr changes inside that format:
 * connection events are buffered by :class:`ConnectionLog` and written in one transaction per flush,
   never one commit per event (§6 item 17).
 
-This module knows no gevent and no sockets. It never decides *when* to write: callers flush the log,
-and CPU-bound hashing goes through the ``run`` hook of :class:`UsersTable` so a gevent caller can send
-it to the hub threadpool while the database work stays on the calling greenlet.
+It imports peewee, the hashing of :mod:`netmgr.store.passwords`, and this host's aliases from
+:mod:`netmgr.hostinfo` (a new ``auth_hostnames`` table is seeded with them, as in 1.0); no gevent and
+no sockets. It never decides *when* to write: callers flush the log, and CPU-bound hashing goes
+through the ``run`` hook of :class:`UsersTable` so a gevent caller can send it to the hub threadpool
+while the database work stays on the calling greenlet.
 """
 import collections
 import datetime as dt

@@ -185,11 +185,12 @@ def test_duplicate_client_network_name_refused(reg):
     exc = refusal(add_client, reg, "C", 7)
     assert exc.kind == "NameError"
     assert "C[h:7]" in exc.message
-    assert reg.client("C[h:7]") is first
     # the same bare name from another port is a different Client (1.0: client names may repeat)
     other = add_client(reg, "C", port=8)
-    assert reg.client("C[h:8]") is other
+    assert other.name == "C[h:8]"
     assert set(reg.identity("h", 1, "L", "O")["clients"]) == {"C[h:7]", "C[h:8]"}
+    reg.remove(first)  # the running Client held the name, untouched: now it is free
+    assert add_client(reg, "C", port=7).name == "C[h:7]"
 
 
 def test_identity_exact_shape(reg):
@@ -525,7 +526,7 @@ def test_remove_client_releases_links_locks_and_inflight(reg):
     reg.route_request(other, "T", "3")
 
     assert reg.remove(c) == []
-    assert reg.client(c.name) is None
+    assert c.name not in reg.clients
     assert c.name not in reg.identity("h", 1, "L", "O")["clients"]
     assert reg.subscribers(s) == set()
     assert reg.subscribers(t) == {other}

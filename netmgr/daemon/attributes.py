@@ -1,0 +1,64 @@
+"""The Manager attributes every Client may use (reference 1.7): ``identity``, ``link``,
+``unlink``, ``acquire_lock``, ``release_lock``, dispatched by table (STYLE.md rule 6).
+
+Any other attribute of the Manager is an admin request (:mod:`netmgr.daemon.admin`). Errors
+go back to the peer with the request's uid, in 1.0's words (reference 1.10, 1.11).
+"""
+from netmgr.daemon.registry import Client
+from netmgr.errors import Refused, error_text
+from netmgr.hostinfo import HOSTNAME, LANGUAGE, OS_NAME
+
+
+def _client(session):
+    if type(session.record) is not Client:
+        raise Refused("PermissionError", "only a Client can link with a Service")
+    return session.record
+
+
+class Attributes:
+    """Serves a Manager request of a session: ``handle(session, data, attribute, uid)``."""
+
+    def __init__(self, manager):
+        self.manager = manager
+        self.registry = manager.registry
+        self._handlers = {
+            "identity": self._identity,
+            "link": self._link,
+            "unlink": self._unlink,
+            "acquire_lock": self._acquire_lock,
+            "release_lock": self._release_lock,
+        }
+
+    def handle(self, session, data, attribute, uid):
+        handler = self._handlers.get(attribute)
+        if handler is None:
+            self.manager.admin.handle(session, data, attribute, uid)
+            return
+        try:
+            value = handler(session, data)
+        except Refused as exc:
+            session.reply_error(exc.message, uid)
+            return
+        except KeyError as exc:  # malformed arguments keep 1.0's texts, e.g. KeyError: 'shared'
+            session.reply_error(error_text("KeyError", exc.args[0] if exc.args else ""), uid)
+            return
+        except Exception as exc:  # noqa: BLE001 -- IndexError, TypeError … as 1.0 words them
+            session.reply_error(f"{type(exc).__name__}: {exc}", uid)
+            return
+        session.reply(value, uid)
+
+    def _identity(self, session, data):
+        return self.registry.identity(HOSTNAME, self.manager.port, LANGUAGE, OS_NAME)
+
+    def _link(self, session, data):
+        return self.registry.link(_client(session), data["args"][0])
+
+    def _unlink(self, session, data):
+        return self.registry.unlink(_client(session), data["args"][0])
+
+    def _acquire_lock(self, session, data):
+        return self.registry.acquire_lock(_client(session), data["args"][0],
+                                          bool(data["kwargs"]["shared"]))
+
+    def _release_lock(self, session, data):
+        return self.registry.release_lock(_client(session), data["args"][0])
