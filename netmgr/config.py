@@ -135,6 +135,20 @@ def _text(text):
     return text
 
 
+def _startups(text):
+    """``START:RATE:FULL`` (OpenSSH's ``MaxStartups``), or one number for ``N:100:N``."""
+    parts = text.strip().split(":")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = [values[0], 100, values[0]]
+    if len(values) != 3 or not (1 <= values[0] <= values[2] and 0 <= values[1] <= 100):
+        raise ValueError(f"must be START:RATE:FULL with 1 <= START <= FULL and RATE 0-100, got {text!r}")
+    return tuple(values)
+
+
 #: key -> (parser of its text, built-in default). None defaults are derived from HOME or mean "off".
 KEYS = {
     "home": (_path, None),
@@ -156,12 +170,22 @@ KEYS = {
     "bcrypt_rounds": (_int(4, 31), 12),
     "max_auth_failures": (_int(1), 5),
     "auth_lockout": (_float(0), 30.0),
+    "auth_workers": (_int(1, 64), 1),
+    "write_timeout": (_float(0.1), 10.0),
+    "max_queue_total": (_int(1024), 1024 * 1024 * 1024),
+    "max_inflight": (_int(1), 10000),
+    "partial_line_timeout": (_float(0.1), 30.0),
+    "max_connections_per_address": (_int(1), 1024),
+    "max_startups": (_startups, (256, 30, 1024)),
+    "max_startups_per_address": (_int(1), 128),
+    "connections_max_rows": (_int(0), 1_000_000),
+    "connections_max_age": (_float(0), 0.0),
 }
 DEFAULTS = {key: default for key, (_, default) in KEYS.items()}
 
 #: keys a reload (SIGHUP) cannot change in a running Manager: they need a restart
 RESTART_ONLY = ("host", "port", "database", "disable_tls", "home", "auth", "auth_password",
-                "max_connections", "log_file")
+                "max_connections", "log_file", "auth_workers")
 
 
 def env_name(key):

@@ -10,6 +10,7 @@
       Failed              a command failed: its text is printed as it is, exit status 1
       ProtocolError       a peer broke the framing: the Manager disconnects it
         LineTooLong
+      NestingTooDeep      (also a ValueError) JSON nested deeper than protocol.MAX_NESTING
       HandshakeFailed     a peer did not finish TLS, authentication and identity in time
       Refused             a request the Manager refuses; ``message`` is the wire text
       CertificateRefused  (also a ConnectionRefusedError) the user refused a Manager's certificate
@@ -60,6 +61,18 @@ class LineTooLong(ProtocolError):
 
     def __init__(self, limit):
         super().__init__(f"a line exceeded the limit of {limit} bytes")
+        self.limit = limit
+
+
+class NestingTooDeep(NetmgrError, ValueError):
+    """JSON nested deeper than ``limit`` (:data:`netmgr.protocol.MAX_NESTING`) levels.
+
+    A ValueError like any other line that is not JSON: the request gets an error reply and the
+    connection lives on. Raised instead of RecursionError, which would end the peer's session.
+    """
+
+    def __init__(self, limit):
+        super().__init__(f"JSON nested deeper than {limit} levels")
         self.limit = limit
 
 

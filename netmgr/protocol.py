@@ -5,16 +5,21 @@ into bytes. It imports neither gevent nor sockets (STYLE.md rule 1), so its test
 in every chunking without an event loop.
 
 Reference: ``msl-network-1.0-protocol.md`` sections 1.1 (framing), 1.2 (message shapes),
-1.10 (errors) and 1.13 (terminal syntax).
+1.10 (errors) and 1.13 (terminal syntax, parsed by :mod:`netmgr.terminal`, re-exported here).
+
+Nothing here recurses on a peer's input or takes more than linear time on it: JSON nested deeper
+than :data:`MAX_NESTING` raises :class:`NestingTooDeep` (a ValueError), never RecursionError.
 """
-import ast
 import json
+import operator
 import re
 import sys
+from itertools import accumulate, count
 
 import orjson
 
-from netmgr.errors import LineTooLong
+from netmgr import terminal
+from netmgr.errors import LineTooLong, NestingTooDeep
 
 CRLF = b"\r\n"
 NOTIFICATION_UID = "notification"
@@ -25,6 +30,14 @@ PORT = 1875
 
 #: Keys of a reply or error that a peer may forward unchanged (reference 1.2).
 REPLY_KEYS = frozenset(("error", "message", "requester", "result", "traceback", "uid"))
+
+#: Terminal syntax (reference 1.13): the longest line parsed, in bytes, and 1.0's parser.
+MAX_TERMINAL_LINE = terminal.MAX_TERMINAL_LINE
+parse_terminal_input = terminal.parse_terminal_input
+
+
+#: an unfinished line longer than this is kept in one growing buffer
+GROW_IN_PLACE = 1 << 20
 
 
 class LineReader:
@@ -72,7 +85,15 @@ class LineReader:
             self._size += len(rest)
             if self._size > self.limit:
                 raise LineTooLong(self.limit)
-            self._parts.append(rest)
+            parts = self._parts
+            if self._size > GROW_IN_PLACE and parts:
+                # a large line: one growing buffer (realloc'd in place) rather than its chunks, so
+                # joining it at its end holds it twice at most (test_overload: 100 MB lines)
+                if type(parts[0]) is not bytearray:
+                    parts[:] = [bytearray().join(parts)]
+                parts[0] += rest
+            else:
+                parts.append(rest)
         return lines
 
     def close(self):
@@ -83,6 +104,11 @@ class LineReader:
         self._parts.clear()
         self._size = 0
         return line
+
+    def discard(self):
+        """Forget the incomplete line, if any (at EOF, when it is not worth parsing)."""
+        self._parts.clear()
+        self._size = 0
 
     @property
     def pending(self):
@@ -104,6 +130,20 @@ TAIL_SIZE = 4096
 _split = LineReader.feed
 
 
+# ``"name": "value"`` in JSON text that could not be parsed. Linear: an attempt starts only at
+# ``"uid"``, and its value ends at the next unescaped quote, where the next attempt may start.
+_FIELDS = {name: re.compile(rb'"%s"\s*:\s*"((?:[^"\\]|\\.)*)"' % name.encode())
+           for name in ("uid", "requester")}
+
+
+def _field_value(found):
+    """The string of a ``_FIELDS`` match, or None for a bad escape or UTF-8 cut by a window."""
+    try:
+        return loads(b'"' + found + b'"')
+    except ValueError:
+        return None
+
+
 class TooLong:
     """An input line longer than ``read_limit``: its size and its last bytes (for the uid)."""
 
@@ -113,18 +153,31 @@ class TooLong:
         self.size = size
         self.tail = tail
 
-    _uid = re.compile(rb'"uid"\s*:\s*"((?:[^"\\]|\\.)*)"')
-    _requester = re.compile(rb'"requester"\s*:\s*"((?:[^"\\]|\\.)*)"')
-
     def field(self, name):
         """The last ``"name": "value"`` string found in the kept tail, or None."""
-        found = (self._uid if name == "uid" else self._requester).findall(self.tail)
-        if not found:
-            return None
-        try:
-            return loads(b'"' + found[-1] + b'"')
-        except ValueError:
-            return None
+        found = _FIELDS[name].findall(self.tail)
+        return _field_value(found[-1]) if found else None
+
+
+def _uids(part):
+    return _FIELDS["uid"].findall(part.encode("utf-8", "replace") if isinstance(part, str)
+                                  else bytes(part))
+
+
+def find_uid(line):
+    """The ``uid`` of a request that could not be parsed (bad JSON, nested too deep, a
+    terminal line too long), to answer it with its uid (STYLE.md rule 5), else ``""``.
+
+    Only the first and last :data:`TAIL_SIZE` bytes (characters of a str) are searched, so
+    the cost is bounded whatever the line's size. A uid is the last key of the requests 1.0
+    and netmgr send: the last one in the tail wins, else the first one in the head.
+    """
+    if len(line) > 2 * TAIL_SIZE:
+        found = _uids(line[-TAIL_SIZE:])[-1:] or _uids(line[:TAIL_SIZE])[:1]
+    else:
+        found = _uids(line)[-1:]
+    uid = _field_value(found[0]) if found else None
+    return uid if isinstance(uid, str) else ""
 
 
 class Lines(LineReader):
@@ -194,27 +247,127 @@ class Lines(LineReader):
 # --------------------------------------------------------------------------------------------
 # JSON
 
+#: The deepest nesting of arrays and objects accepted from a peer: orjson's own limit since
+#: 3.9.15. Older orjson has none and overflows the C stack (a segfault) at ~1M levels, a 2 MB
+#: line; the stdlib parser raises RecursionError at ~1000 (issue 10, finding 6).
+MAX_NESTING = 1024
+
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_STEP = bytes.maketrans(b"[]", b"\x02\x00")  # the level after k steps: their sum - k
+_STRING = re.compile(rb'"[^"]*(?:"|\Z)')  # never fails, so never backtracks
+
+
+def _brackets(data):
+    """The brackets of JSON text outside its strings, as steps: 2 opens a level, 0 closes one.
+
+    For text that is not JSON, at least the levels a parser opens before its first error."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    # escapes: ``\\`` pairs first (left to right, as a parser pairs them), then ``\"``
+    data = bytes(data)
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # keep quotes and brackets; two adjacent quotes enclose no bracket (a string without one,
+    # or the space between two strings): dropping them first leaves _STRING little to do
+    structure = data.translate(_SQUARE, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in structure:
+        structure = _STRING.sub(b"", structure)
+    return structure.translate(_STEP)
+
+
+def _deeper_than(steps, limit):
+    """Whether ``steps`` open more than ``limit`` levels, in linear time. A chunk of limit/2
+    steps that cannot go beyond the limit is only counted; the loop lets other threads run."""
+    depth, size = 0, limit // 2
+    for start in range(0, len(steps), size):
+        chunk = steps[start:start + size]
+        opens = chunk.count(2)
+        if depth + opens > limit and \
+                depth + max(map(operator.sub, accumulate(chunk), count(1))) > limit:
+            return True
+        depth += 2 * opens - len(chunk)
+    return False
+
+
+def check_nesting(data):
+    """Raise :class:`NestingTooDeep` if JSON text (bytes or str) nests deeper than
+    :data:`MAX_NESTING`, in linear time. Counting the opening brackets (~0.5 ms per MB) first
+    keeps most lines off the slower path."""
+    if len(data) <= MAX_NESTING:
+        return
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    square, curly = ("[", "{") if isinstance(data, str) else (b"[", b"{")
+    if data.count(square) + data.count(curly) > MAX_NESTING and \
+            _deeper_than(_brackets(data), MAX_NESTING):
+        raise NestingTooDeep(MAX_NESTING)
+
+
+def _orjson_limits_nesting():
+    try:
+        orjson.loads(b"[" * (MAX_NESTING + 1) + b"]" * (MAX_NESTING + 1))
+        return False
+    except orjson.JSONDecodeError:
+        return True
+
+
+#: lines longer than this are checked before orjson reads them: all, for an orjson without a limit
+_CHECK_ABOVE = sys.maxsize if _orjson_limits_nesting() else MAX_NESTING
+
+
+def _room_to_nest(codec, value):
+    """``codec(value)`` again after a RecursionError: the stdlib codec recurses once per level,
+    and the default recursion limit (1000) is below :data:`MAX_NESTING`. The limit is raised for
+    good, not restored: restoring would race with a worker thread doing the same."""
+    frame, depth = sys._getframe(), 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1
+    if depth + MAX_NESTING + 100 > sys.getrecursionlimit():
+        sys.setrecursionlimit(depth + MAX_NESTING + 100)
+    try:
+        return codec(value)
+    except RecursionError:
+        raise NestingTooDeep(MAX_NESTING) from None
+
+
+def _text(line):
+    if isinstance(line, (bytes, bytearray, memoryview)):
+        return bytes(line).decode("utf-8")  # UnicodeDecodeError is the caller's to handle
+    return line
+
+
+def _stdlib_loads(text):
+    if sys.getrecursionlimit() > MAX_NESTING:  # then the stdlib could nest deeper than the limit
+        check_nesting(text)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        pass
+    check_nesting(text)
+    return _room_to_nest(json.loads, text)
+
+
 def loads(line):
     """Decode one line on the hot path: orjson, or the stdlib parser for what 1.0's default
     backend may emit and orjson refuses (``NaN``, ``Infinity``).
 
     orjson returns a float for an integer beyond 64 bits (ijl/orjson#308). The Manager reads
     only the envelope (strings) of what it forwards raw, so that cannot matter there; a path
-    that re-serialises a peer's values uses :func:`loads_exact`.
+    that re-serialises a peer's values uses :func:`loads_exact`. Raises ValueError
+    (:class:`NestingTooDeep` beyond :data:`MAX_NESTING`) or UnicodeDecodeError.
     """
+    if len(line) > _CHECK_ABOVE:  # a line this short cannot nest too deep
+        check_nesting(line)
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError:
-        if isinstance(line, (bytes, bytearray, memoryview)):
-            line = bytes(line).decode("utf-8")  # UnicodeDecodeError is the caller's to handle
-        return json.loads(line)
+        return _stdlib_loads(_text(line))
 
 
 def loads_exact(line):
     """Decode with the stdlib parser: exact big integers, NaN and Infinity kept."""
-    if isinstance(line, (bytes, bytearray, memoryview)):
-        line = bytes(line).decode("utf-8")
-    return json.loads(line)
+    return _stdlib_loads(_text(line))
 
 
 def _has_nonfinite(obj):
@@ -235,10 +388,27 @@ _INF = float("inf")
 _orjson_dumps = orjson.dumps
 
 
+def _json_dumps(obj, ensure_ascii=False):
+    return json.dumps(obj, ensure_ascii=ensure_ascii, separators=(",", ":"))
+
+
+def _stdlib_dumps(obj):
+    try:
+        text = _json_dumps(obj)
+    except RecursionError:  # orjson stops at 255 levels, the stdlib near the recursion limit
+        text = _room_to_nest(_json_dumps, obj)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (read by the stdlib parser): 1.0's \ud800
+        return _json_dumps(obj, ensure_ascii=True).encode()
+
+
 def dumps(obj):
     """Encode a message as one CRLF-terminated line.
 
-    Raises :class:`TypeError` for values JSON cannot hold (a terminal ``3+4j`` or ``{1,2}``).
+    Raises :class:`TypeError` for values JSON cannot hold (a terminal ``3+4j`` or ``{1,2}``),
+    and :class:`NestingTooDeep` (a ValueError) for an object nested far deeper than
+    :data:`MAX_NESTING`, which :func:`loads` never returns.
     """
     try:
         line = _orjson_dumps(obj)
@@ -249,7 +419,7 @@ def dumps(obj):
     except TypeError:
         pass
     # big integers and NaN are valid in 1.0's dialect; sets and complex numbers are not
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + CRLF
+    return _stdlib_dumps(obj) + CRLF
 
 
 def encode_str(text):
@@ -279,74 +449,3 @@ def error(message, requester, uid):
 def notification(service, args, kwargs):
     return {"error": False, "result": [list(args), dict(kwargs)], "service": service,
             "uid": NOTIFICATION_UID}
-
-
-# --------------------------------------------------------------------------------------------
-# Terminal syntax (reference 1.13): exactly 1.0's ``parse_terminal_input``, quirks included,
-# because LabVIEW VIs and terminal users type it. Do not "fix" it: the table in
-# tests/core/test_protocol.py is the contract.
-
-_args_regex = re.compile(r'\s*([^\"\s]+|\"[^\"]*\")')
-_kwargs_regex = re.compile(r'(\w+)\s*=\s*([^\"\s]+|\"[^\"]*\")')
-
-
-def _convert_value(val):
-    val_ = val.lower()
-    if val_ == "false":
-        return False
-    if val_ == "true":
-        return True
-    if val_ in ("null", "none"):
-        return None
-    try:
-        return ast.literal_eval(val)
-    except Exception:  # noqa: BLE001 -- 1.0 keeps the raw token on any failure
-        return val
-
-
-def _terminal_request(service, attribute, args, kwargs):
-    return {"service": service, "attribute": attribute, "args": args, "kwargs": kwargs,
-            "uid": "", "error": False}
-
-
-def parse_terminal_input(line):
-    """Parse a line of terminal text into a request or identity dict, or None."""
-    line = line.strip()
-    lower = line.lower()
-    if lower == "identity":
-        return _terminal_request("Manager", "identity", [], {})
-    if lower.startswith("client"):
-        values = line.split()
-        name = "Client" if len(values) == 1 else " ".join(values[1:])
-        return {"type": "client", "name": name.replace('"', ""), "language": "unknown",
-                "os": "unknown", "error": False}
-    if lower in (DISCONNECT_REQUEST, "disconnect", "exit"):
-        return _terminal_request("self", DISCONNECT_REQUEST, [], {})
-    if lower.startswith("link"):
-        return _terminal_request("Manager", "link", [line[4:].strip().replace('"', "")], {})
-
-    line = line.replace("'", '"')
-    if line.startswith('"'):
-        parts = line.split('"', maxsplit=2)
-        items = [item.strip() for item in parts if item.strip()]
-        if len(items) > 1:
-            items = [items[0]] + items[1].split(None, maxsplit=1)
-    else:
-        items = line.split(None, maxsplit=2)
-    if len(items) < 2:
-        return None
-
-    service = items[0].replace('"', "")
-    attribute = items[1].replace('"', "")
-    if len(items) == 2:
-        return _terminal_request(service, attribute, [], {})
-
-    rest = items[2]
-    args = [_convert_value(m.group(1)) for m in _args_regex.finditer(rest)]
-    kwargs = {}
-    for i, m in enumerate(_kwargs_regex.finditer(rest)):
-        key, value = m.groups()
-        if i == 0:
-            args = [_convert_value(a.group(1)) for a in _args_regex.finditer(rest.split(key)[0])]
-        kwargs[key] = _convert_value(value)
-    return _terminal_request(service, attribute, args, kwargs)

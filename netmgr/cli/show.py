@@ -3,6 +3,7 @@
 Thin: ``status`` resolves where the Manager is and how to log in, and prints what
 :func:`netmgr.cli.status.fetch` returns; ``connections`` prints the connection log of the
 database (:mod:`netmgr.cli.actions`); ``config`` prints the settings in effect and their sources.
+Text output escapes non-printable characters (issue 10, finding 8).
 """
 import contextlib
 
@@ -12,6 +13,7 @@ from netmgr import config
 from netmgr.cli import actions
 from netmgr.cli.app import cli, config_option, database_option, json_option, print_json, secret, settings
 from netmgr.errors import Failed
+from netmgr.terminal import printable
 
 D = config.DEFAULTS
 
@@ -79,7 +81,13 @@ def connections(config_file, since, until, database, as_json):
     """Print the connection log of the Manager's database."""
     cfg = settings(config_file, database=database)
     result = actions.list_connections(cfg.database, since, until, home=cfg.home)
-    print_json(result) if as_json else click.echo(actions.format_connections(result))
+    print_json(result) if as_json else _echo_text(actions.format_connections(result))
+
+
+def _echo_text(text):
+    """Print text with non-printable characters escaped (``\\x1b``), line by line: a peer's
+    name or a reverse-DNS domain must not reach the terminal raw (issue 10, finding 8)."""
+    click.echo("\n".join(printable(line) for line in text.split("\n")))
 
 
 @cli.command("config")

@@ -53,6 +53,33 @@ D = config.DEFAULTS
                    f"[default: {D['max_auth_failures']}].")
 @click.option("--auth-lockout", type=click.FloatRange(0), default=None,
               help=f"Seconds an address stays locked out [default: {D['auth_lockout']}].")
+@click.option("--auth-workers", type=click.IntRange(1, 64), default=None,
+              help=f"Threads that check passwords [default: {D['auth_workers']}].")
+@click.option("--max-queue-total", type=click.IntRange(1024), default=None,
+              help=f"Bytes queued for all peers; over it the largest queue's peer is dropped "
+                   f"[default: {D['max_queue_total']}].")
+@click.option("--write-timeout", type=click.FloatRange(0.1), default=None,
+              help=f"Seconds a peer with queued output may accept nothing before it is dropped "
+                   f"[default: {D['write_timeout']}].")
+@click.option("--max-inflight", type=click.IntRange(1), default=None,
+              help=f"Requests a Client may have in flight [default: {D['max_inflight']}].")
+@click.option("--partial-line-timeout", type=click.FloatRange(0.1), default=None,
+              help=f"Seconds an identified peer may leave a line unfinished "
+                   f"[default: {D['partial_line_timeout']}].")
+@click.option("--max-connections-per-address", type=click.IntRange(1), default=None,
+              help=f"Connections from one address [default: {D['max_connections_per_address']}].")
+@click.option("--max-startups", default=None, metavar="START:RATE:FULL",
+              help="Connections in their handshake: random early refusal from START, all from FULL "
+                   "[default: 256:30:1024].")
+@click.option("--max-startups-per-address", type=click.IntRange(1), default=None,
+              help=f"Connections from one address in their handshake "
+                   f"[default: {D['max_startups_per_address']}].")
+@click.option("--connections-max-rows", type=click.IntRange(0), default=None,
+              help=f"Rows kept in the connection log; 0: no limit "
+                   f"[default: {D['connections_max_rows']}].")
+@click.option("--connections-max-age", type=click.FloatRange(0), default=None,
+              help=f"Days a connection-log row is kept; 0: no limit "
+                   f"[default: {D['connections_max_age']}].")
 @config_option
 def start(config_file, auth_hostname, auth_login, auth_password, log_file, **flags):
     """Start the Network Manager."""
@@ -60,6 +87,12 @@ def start(config_file, auth_hostname, auth_login, auth_password, log_file, **fla
 
     if log_file is not None and log_file.strip().lower() == "none":
         log_file = ""
+
+    if flags.get("max_startups") is not None:
+        try:
+            flags["max_startups"] = config.KEYS["max_startups"][0](flags["max_startups"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--max-startups'") from None
 
     def resolve():
         cfg = _settings(config_file, log_file=log_file, **flags)

@@ -16,6 +16,7 @@ import os
 import re
 
 from netmgr.errors import Failed
+from netmgr.terminal import printable
 
 IDENTITY_NAME = "netmgr-status"
 
@@ -130,19 +131,25 @@ def _port_of(name):
     return int(match.group(1)) if match else None
 
 
+def _shown(rows):
+    """Every cell as text with its non-printable characters escaped (``\\x1b``): names come
+    from peers, and a raw ``\\x1bc`` would reset the admin's terminal (issue 10, finding 8)."""
+    return [[printable(str(cell)) for cell in row] for row in rows]
+
+
 def format_status(status, table):
     """The status as text tables (`table(headers, rows)` lays them out)."""
-    out = [f"Manager: {status['manager']}", ""]
+    out = [f"Manager: {printable(str(status['manager']))}", ""]
     peers = status["peers"]
     out.append(f"Peers ({len(peers)})")
     if peers:
         out.append(table(["Name", "Type", "Address", "Admin"],
-                         [(p["name"], p["type"], p["address"], p["admin"]) for p in peers]))
+                         _shown((p["name"], p["type"], p["address"], p["admin"]) for p in peers)))
     services = status["services"]
     out += ["", f"Services ({len(services)})"]
     if services:
         rows = [(name, s["address"], s["max_clients"], s["in_flight"], ", ".join(s["links"]) or "-",
                  ", ".join(s["locks"]) or "-") for name, s in services.items()]
         out.append(table(["Service", "Address", "Max clients", "In flight", "Linked clients", "Locks"],
-                         rows))
+                         _shown(rows)))
     return "\n".join(out)

@@ -3,13 +3,26 @@
 Each mode is an object with ``description`` (logged at start-up) and ``authenticate(session)``
 which uses ``session.ask(attribute, *args)`` and ``session.reject(message)`` and returns
 whether the peer may go on to the identity step.
+
+Guessing is bounded per source address, not per connection (OpenSSH's ``PerSourcePenalties``):
+an attempt reserves its place in the address's budget *before* the first prompt, so N parallel
+connections from one address get the same ``max_auth_failures`` as one. Source rotation is met
+by a global brake (:class:`Brake`): once failures from everywhere exceed a rate, each password
+check waits its turn, one at a time, at a bounded pace. Password hashes run in a small thread
+pool (``auth_workers``), so guessing can never take every core.
 """
 import hmac
 import math
 import time
 
-from netmgr.store import passwords
+import gevent
+from gevent.lock import Semaphore
+
+from netmgr.daemon import log
 from netmgr.errors import error_text
+from netmgr.store import passwords
+
+logger = log.get_logger("netmgr.daemon.auth")
 
 
 class NoAuth:
@@ -19,40 +32,13 @@ class NoAuth:
         return True
 
 
-class PasswordAuth:
-    """The Manager password (``-P``): one shared secret, compared in constant time."""
-
-    description = "using a password for authentication"
-
-    def __init__(self, password, throttle):
-        self.password = password
-        self._secret = password.encode("utf-8")
-        self.throttle = throttle
-
-    def authenticate(self, session):
-        if throttled(session, self.throttle):
-            return False
-        value = session.ask("password", session.manager.name)
-        if value is None or value == "":  # a blank or missing reply closes the connection (6.5)
-            session.manager.record(session, "connection closed prematurely" if value is None
-                                   else "connection closed before receiving the password")
-            return False
-        given = value.encode("utf-8") if isinstance(value, str) else b"\0not a string"
-        if not hmac.compare_digest(given, self._secret):
-            self.throttle.failed(session.ip)
-            session.manager.record(session, "rejected: wrong Manager password")
-            session.log.info("auth_rejected", reason="wrong Manager password")
-            session.reject(error_text("ValueError", "Wrong Manager password"))
-            return False
-        self.throttle.succeeded(session.ip)
-        return True
-
-
 class Throttle:
-    """Failed attempts per source address (reference 6.6: 1.0 has no back-off).
+    """Failed and running attempts per source address (reference 6.6: 1.0 has no back-off).
 
-    After ``max_failures`` failures within ``window`` seconds, an address is refused for
-    ``lockout`` seconds without its secret being checked. A success clears its record.
+    An address may have at most ``max_failures`` failures plus attempts in progress within
+    ``window`` seconds; at the limit it is refused for ``lockout`` seconds without its secret
+    being checked. A success clears its record. Failures are logged at WARNING once per address
+    when it is locked out, with their count, not one line each.
     """
 
     def __init__(self, max_failures=5, window=60.0, lockout=30.0, clock=time.monotonic):
@@ -61,19 +47,36 @@ class Throttle:
         self.lockout = lockout
         self._clock = clock
         self._failures = {}  # ip -> (count, time of the first failure in the window)
+        self._running = {}  # ip -> attempts between their reservation and their verdict
 
     def retry_after(self, ip):
         """Seconds until ``ip`` may try again; 0 when it may try now."""
         record = self._failures.get(ip)
-        if record is None or record[0] < self.max_failures:
-            return 0
-        wait = record[1] + self.lockout - self._clock()
-        if wait <= 0:
+        failures = 0 if record is None else record[0]
+        if record is not None and failures >= self.max_failures:
+            wait = record[1] + self.lockout - self._clock()
+            if wait > 0:
+                return wait
             del self._failures[ip]
-            return 0
-        return wait
+            failures = 0
+        if failures + self._running.get(ip, 0) >= self.max_failures:
+            return 1.0  # as many attempts as the budget allows are already running
+        return 0
+
+    def reserve(self, ip):
+        """Take a place in ``ip``'s budget before prompting; release it with one of the verdicts."""
+        self._running[ip] = self._running.get(ip, 0) + 1
+
+    def release(self, ip):
+        """The attempt ended without a verdict (the peer left, or the deadline passed)."""
+        count = self._running.get(ip, 0)
+        if count <= 1:
+            self._running.pop(ip, None)
+        else:
+            self._running[ip] = count - 1
 
     def failed(self, ip):
+        self.release(ip)
         now = self._clock()
         count, first = self._failures.get(ip, (0, now))
         if now - first > self.window and count < self.max_failures:
@@ -81,11 +84,58 @@ class Throttle:
         count += 1
         # the lockout runs from the failure that reached the limit
         self._failures[ip] = (count, now if count >= self.max_failures else first)
+        if count == self.max_failures:
+            logger.warning("auth_locked_out", ip=ip, failures=count, lockout=self.lockout)
         if len(self._failures) > 100_000:  # bound the table under a spray of addresses
             self._failures.clear()
 
     def succeeded(self, ip):
+        self.release(ip)
         self._failures.pop(ip, None)
+
+
+class Brake:
+    """A global failure-rate brake against guessing from rotating source addresses.
+
+    While more than ``rate`` failures happened in the last ``window`` seconds (from anywhere,
+    or for one username), each password check first waits for a single slot and holds it for
+    ``pace`` seconds: at most 1/pace guesses per second get through, while a legitimate user
+    still gets in, in turn.
+    """
+
+    def __init__(self, rate=30, window=60.0, pace=0.25, clock=time.monotonic):
+        self.rate = rate
+        self.window = window
+        self.pace = pace
+        self._clock = clock
+        self._times = {}  # key -> failure times in the window (oldest first)
+        self._slot = Semaphore()
+
+    def failed(self, key=None):
+        times = self._times.setdefault(key, [])
+        times.append(self._clock())
+        if len(times) > 2 * self.rate:
+            del times[:len(times) - 2 * self.rate]
+        if len(self._times) > 10_000:
+            self._times.clear()
+
+    def engaged(self, key=None):
+        times = self._times.get(key)
+        if not times:
+            return False
+        cutoff = self._clock() - self.window
+        while times and times[0] < cutoff:
+            times.pop(0)
+        return len(times) > self.rate
+
+    def check(self, verify, *keys):
+        """``verify()``, after waiting for the slot when the brake is engaged for any key."""
+        if not any(self.engaged(key) for key in keys):
+            return verify()
+        with self._slot:
+            result = verify()
+            gevent.sleep(self.pace)
+            return result
 
 
 def throttled(session, throttle):
@@ -99,6 +149,62 @@ def throttled(session, throttle):
     return True
 
 
+class Attempt:
+    """One reserved attempt of an address: ``with Attempt(throttle, ip) as attempt:`` then
+    ``attempt.failed()`` or ``attempt.succeeded()``; leaving without either releases it."""
+
+    def __init__(self, throttle, ip):
+        self.throttle, self.ip, self.settled = throttle, ip, False
+
+    def __enter__(self):
+        self.throttle.reserve(self.ip)
+        return self
+
+    def __exit__(self, *exc):
+        if not self.settled:
+            self.throttle.release(self.ip)
+
+    def failed(self):
+        self.settled = True
+        self.throttle.failed(self.ip)
+
+    def succeeded(self):
+        self.settled = True
+        self.throttle.succeeded(self.ip)
+
+
+class PasswordAuth:
+    """The Manager password (``-P``): one shared secret, compared in constant time."""
+
+    description = "using a password for authentication"
+
+    def __init__(self, password, throttle, brake=None):
+        self.password = password
+        self._secret = password.encode("utf-8")
+        self.throttle = throttle
+        self.brake = brake or Brake()
+
+    def authenticate(self, session):
+        if throttled(session, self.throttle):
+            return False
+        with Attempt(self.throttle, session.ip) as attempt:
+            value = session.ask("password", session.manager.name)
+            if value is None or value == "":  # a blank or missing reply closes the connection (6.5)
+                session.manager.record(session, "connection closed prematurely" if value is None
+                                       else "connection closed before receiving the password")
+                return False
+            given = value.encode("utf-8") if isinstance(value, str) else b"\0not a string"
+            if not self.brake.check(lambda: hmac.compare_digest(given, self._secret)):
+                attempt.failed()
+                self.brake.failed()
+                session.manager.record(session, "rejected: wrong Manager password")
+                session.log.info("auth_rejected", reason="wrong Manager password")
+                session.reject(error_text("ValueError", "Wrong Manager password"))
+                return False
+            attempt.succeeded()
+        return True
+
+
 class LoginAuth:
     """Username and password from the ``auth_users`` table (``--auth-login``).
 
@@ -110,10 +216,11 @@ class LoginAuth:
 
     description = "using a login for authentication"
 
-    def __init__(self, users, throttle, rounds):
+    def __init__(self, users, throttle, rounds, brake=None):
         self.users = users
         self.throttle = throttle
         self.rounds = rounds
+        self.brake = brake or Brake()
 
     def authenticate(self, session):
         admin = self.login(session)
@@ -127,10 +234,12 @@ class LoginAuth:
 
         ``ask``/``reject`` default to the handshake's; the inline admin challenge passes its own.
         """
-        ask = ask or session.ask
-        reject = reject or session.reject
         if throttled(session, self.throttle):
             return None
+        with Attempt(self.throttle, session.ip) as attempt:
+            return self._login(session, ask or session.ask, reject or session.reject, attempt)
+
+    def _login(self, session, ask, reject, attempt):
         manager = session.manager
         username = ask("username", manager.name)
         if not username:
@@ -143,15 +252,18 @@ class LoginAuth:
                            else "connection closed before receiving the password")
             return None
         user = self.users.get_user(username) if isinstance(username, str) else None
-        ok = session.manager.offload(self._verify, user, password)
+        key = ("user", username if isinstance(username, str) else "")
+        ok = self.brake.check(lambda: manager.offload(self._verify, user, password), key, None)
         if not ok:
-            self.throttle.failed(session.ip)
+            attempt.failed()
+            self.brake.failed(key)
+            self.brake.failed()
             message = "unregistered user" if user is None else "wrong login password"
             manager.record(session, f"rejected: {message}")
             session.log.info("auth_rejected", reason=message)
             reject(error_text("ValueError", message[0].upper() + message[1:]))
             return None
-        self.throttle.succeeded(session.ip)
+        attempt.succeeded()
         if passwords.needs_rehash(user[2], user[3]):
             # 1.0 rows are PBKDF2: upgrade to bcrypt now that the password is known
             if self.users.rehash(username, password, self.rounds):

@@ -9,6 +9,12 @@ Under systemd (``$JOURNAL_STREAM`` names the very stream stdout is) events go to
 by its native protocol, one field per key, so ``journalctl -u netmgr -o json`` shows ``EVENT=``,
 ``PEER=`` …; when the journal's socket is missing they fall back to JSON lines on stdout.
 The log file keeps the text format.
+
+A peer chooses some of what is logged (a name, an error text), so no rendering writes a
+non-printable character raw (issue 10, finding 8): the text format and the journal's MESSAGE=
+escape it as Python does (``\x1b``, ``\u2028``), JSON lines as ``\u001b`` (the same value to
+a JSON reader). The journal's own fields keep the exact value: journald stores any bytes, and
+``journalctl`` shows a field that is not printable as a blob.
 """
 import errno
 import fcntl
@@ -18,11 +24,13 @@ import re
 import socket
 import struct
 import sys
+from json import dumps as _ascii_json, loads as _stdlib_loads
 
 import orjson
 import structlog
 
 from netmgr.config import parse_level
+from netmgr.terminal import printable
 
 LOGGER_NAME = "netmgr"
 
@@ -33,16 +41,42 @@ def _render_text(_, __, event_dict):
     return f"{timestamp} [{level:<7}] " + _message(event_dict)
 
 
+def _field(key, value):
+    # repr() of a string already escapes what is not printable
+    text = repr(value) if isinstance(value, str) and " " in value else printable(str(value))
+    return f"{printable(str(key))}={text}"
+
+
 def _message(event_dict):
-    """``<event> k=v …`` of an event without its time and level."""
-    event = event_dict.pop("event", "")
-    fields = " ".join(f"{k}={v!r}" if isinstance(v, str) and " " in v else f"{k}={v}"
-                      for k, v in event_dict.items())
-    return f"{event}" + (f" {fields}" if fields else "")
+    """``<event> k=v …`` of an event without its time and level, non-printables escaped."""
+    event = printable(str(event_dict.pop("event", "")))
+    fields = " ".join(_field(k, v) for k, v in event_dict.items())
+    return event + (f" {fields}" if fields else "")
+
+
+def _json_escape(char):
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xd800 + (code >> 10):04x}\\u{0xdc00 + (code & 0x3ff):04x}"
+
+
+def json_line(event_dict):
+    """One event as a JSON line. orjson escapes only C0 controls: what else is not printable
+    (DEL, C1, U+2028, bidi controls) can appear only inside strings, where ``\\uXXXX`` is the
+    same value to a JSON reader."""
+    try:
+        text = orjson.dumps(event_dict, default=str).decode()
+    except TypeError:  # a lone surrogate: UTF-8 cannot hold it, an ASCII escape can
+        return _ascii_json(event_dict, default=str)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _json_escape(c) for c in text)
 
 
 def _render_json(_, __, event_dict):
-    return orjson.dumps(event_dict, default=str).decode()
+    return json_line(event_dict)
 
 
 # ------------------------------------------------------------------------------------ journal
@@ -106,6 +140,13 @@ def journal_payload(fields):
     return b"".join(parts)
 
 
+def _event_of(line):
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:  # a lone surrogate, escaped by json_line's fallback
+        return _stdlib_loads(line)
+
+
 class JournalHandler(logging.Handler):
     """Sends each event to journald as one datagram; JSON lines on ``fallback`` without it."""
 
@@ -117,7 +158,7 @@ class JournalHandler(logging.Handler):
 
     def emit(self, record):
         try:
-            event_dict = orjson.loads(self.format(record))  # the JSON renderer's event
+            event_dict = _event_of(self.format(record))  # the JSON renderer's event
             message = _message({k: v for k, v in event_dict.items()
                                 if k not in ("timestamp", "level")})
             self.send(journal_payload(journal_fields(event_dict, message)), event_dict)
@@ -131,7 +172,7 @@ class JournalHandler(logging.Handler):
             if exc.errno in (errno.EMSGSIZE, errno.ENOBUFS):
                 self._send_memfd(payload)
             else:  # no journal (a container without journald, a test): keep the event on stdout
-                self.fallback.write(orjson.dumps(event_dict, default=str).decode() + "\n")
+                self.fallback.write(json_line(event_dict) + "\n")
                 self.fallback.flush()
 
     def _send_memfd(self, payload):

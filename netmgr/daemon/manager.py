@@ -17,12 +17,14 @@ from gevent import socket
 from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
+from gevent.threadpool import ThreadPool
 
-from netmgr import hostinfo
+from netmgr import hostinfo, protocol
 from netmgr.config import secret_value
 from netmgr.daemon import log, systemd
 from netmgr.daemon.admin import Admin
 from netmgr.daemon.attributes import Attributes
+from netmgr.daemon.limits import Limits, normal_ip
 from netmgr.daemon.auth import HostnameAuth, LoginAuth, NoAuth, PasswordAuth, Throttle
 from netmgr.daemon.registry import Registry
 from netmgr.daemon.session import Session
@@ -50,6 +52,8 @@ class Manager:
     BACKLOG = 1024
     #: seconds between writes of the connection log (one transaction each)
     FLUSH_INTERVAL = 1.0
+    #: seconds between two prunings of the connection log
+    PRUNE_INTERVAL = 60.0
 
     def __init__(self, cfg, ssl_context=None, listener=None):
         self.cfg = cfg
@@ -72,6 +76,11 @@ class Manager:
         self._reloading = False
         self._local = set()
         self.attributes = None
+        self.queued_total = 0  # bytes queued for all peers (netmgr.daemon.output)
+        self.writing = set()  # sessions whose writer greenlet waits on a full socket
+        self.partial = set()  # sessions with an unfinished line
+        self.limits = Limits(self)
+        self._auth_pool = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self):
@@ -84,7 +93,7 @@ class Manager:
         listener.setblocking(False)
         self.port = listener.getsockname()[1]
         self.name = f"Manager[{HOSTNAME}:{self.port}]"
-        self.registry = Registry(self.name)
+        self.registry = Registry(self.name, self.cfg.max_inflight)
         self.attributes = Attributes(self)
         self._local = hostinfo.local_addresses()
         self.server = StreamServer(listener, self._handle, spawn=Pool(self.cfg.max_connections))
@@ -93,7 +102,8 @@ class Manager:
         for signum in (signal.SIGINT, signal.SIGTERM):
             gevent.signal_handler(signum, self.request_stop)
         gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
-        self._background = [gevent.spawn(self._flush_events)]
+        self._background = [gevent.spawn(self._flush_events), gevent.spawn(self._sweep),
+                            gevent.spawn(self._prune_connection_log)]
         interval = systemd.watchdog_interval()
         if interval:
             # pinged from the hub: a hub blocked by bad code misses pings and is restarted
@@ -185,6 +195,7 @@ class Manager:
         self.users.rounds = self.login.rounds = cfg.bcrypt_rounds
         self.throttle.max_failures = cfg.max_auth_failures
         self.throttle.lockout = cfg.auth_lockout
+        self.registry.max_inflight = cfg.max_inflight
 
     def _reload(self):
         systemd.reloading()
@@ -219,6 +230,11 @@ class Manager:
         logger.info("stopped")
 
     def _handle(self, sock, address):
+        ip = normal_ip(address[0])
+        refusal = self.limits.admit(ip)
+        if refusal is not None:
+            self._refuse(sock, refusal)
+            return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = Session(self, sock, address)
         self.sessions.add(session)
@@ -226,6 +242,17 @@ class Manager:
             session.run()
         finally:
             self.sessions.discard(session)
+            self.limits.closed(ip, session.record is not None)
+
+    def _refuse(self, sock, message):
+        """One error line, without waiting for the peer (plaintext; a TLS peer sees a close)."""
+        try:
+            if self.ssl_context is None:
+                sock.send(protocol.dumps(protocol.error(message, self.name, "")), 0, 0.0)
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
     def wrap_tls(self, sock):
         """The TLS handshake, in the session's greenlet under its handshake deadline."""
@@ -252,8 +279,11 @@ class Manager:
 
     # ------------------------------------------------------------------ background work
     def offload(self, function, *args):
-        """Run CPU-bound work (bcrypt, PBKDF2) in the hub's threadpool (STYLE.md rule 4)."""
-        return gevent.get_hub().threadpool.apply(function, args)
+        """Run password hashing (bcrypt, PBKDF2) off the hub, in a pool of ``auth_workers``
+        threads, so that guessing can never take every core (STYLE.md rule 4)."""
+        if self._auth_pool is None:
+            self._auth_pool = ThreadPool(self.cfg.auth_workers)
+        return self._auth_pool.apply(function, args)
 
     def record(self, session, message):
         """A row for the ``connections`` table; written in batches by one greenlet."""
@@ -269,16 +299,44 @@ class Manager:
                 shown = text
                 systemd.status(text)
 
+    def _sweep(self):
+        while True:
+            gevent.sleep(self.limits.interval())
+            self.limits.sweep_once()
+
+    def _prune_connection_log(self):
+        """Keep the connection log within ``connections_max_rows`` and ``connections_max_age``."""
+        while True:
+            removed, batch = 0, 10_000
+            try:
+                while True:  # short transactions, the hub free between them
+                    done = models.connections.prune(self.cfg.connections_max_rows,
+                                                    self.cfg.connections_max_age, batch)
+                    removed += done
+                    if done < batch:
+                        break
+                    gevent.sleep(0)
+            except Exception as exc:  # noqa: BLE001 -- tried again next time
+                logger.warning("connections_prune_failed", error=str(exc))
+            if removed:
+                logger.info("connections_pruned", rows=removed)
+            gevent.sleep(self.PRUNE_INTERVAL)
+
     def _watchdog(self, interval):
         while True:
             systemd.watchdog()
             gevent.sleep(interval)
 
-    def _flush_once(self):
+    def flush_connection_log(self):
+        """Write the buffered ``connections`` rows now. The background loop calls it once a
+        second; an admin read of the table calls it first, so a peer sees its own rows (1.0
+        writes each row at once, and its test_admin_requests reads them straight away)."""
         try:
             self._events.flush()
         except Exception as exc:  # noqa: BLE001 -- kept for the next try; never kill the Manager
             logger.warning("connections_flush_failed", error=str(exc))
+
+    _flush_once = flush_connection_log  # the name the background loop and stop() use
 
     # ------------------------------------------------------------------ peers
     def name_peer(self, ip, port):

@@ -8,12 +8,15 @@ completion without blocking, so under gevent each call is atomic and needs no lo
 Peers are registered with an opaque ``handle`` (the Manager's session object); the registry
 hands handles back as destinations and never calls them.
 """
+import re
+import reprlib
+
 from netmgr.errors import Refused, error_text
 from netmgr.protocol import encode_str, error
 
 
 class Client:
-    __slots__ = ("name", "name_json", "handle", "links", "sent_to")
+    __slots__ = ("name", "name_json", "handle", "links", "sent_to", "inflight")
 
     def __init__(self, name, handle):
         self.name = name  # network name, "Name[host:port]"
@@ -21,6 +24,7 @@ class Client:
         self.handle = handle
         self.links = set()  # Service records this client is linked with
         self.sent_to = set()  # Service records holding requests of this client in flight
+        self.inflight = 0  # requests of this client in flight, to all Services
 
 
 class Service:
@@ -46,13 +50,30 @@ def _bad_name(name):
     return any(c in name for c in "[]\r\n")
 
 
+# C0, DEL and C1 controls, the line and paragraph separators, and the bidi embeddings,
+# overrides and isolates: written raw to a log or a terminal they can rewrite it (``\x1bc``
+# resets an admin's terminal) or reorder it (issue 10, finding 8).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# half of a UTF-16 pair, which the stdlib JSON parser accepts (``"\ud800"``) and UTF-8 cannot hold
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# repr() of what a peer sent, bounded: repr() of a name 1000 lists deep raised RecursionError, and
+# of a long one made an error reply as long. Short values are shown exactly as repr() shows them.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 200
+_SHORT.maxlevel = 3
+_shown = _SHORT.repr
+
+
 def check_identity(identity):
     """Validate an identity reply (reference 1.3, identity step) and return ``(kind, fields)``.
 
     ``fields`` holds the known keys only (1.0 drops any extra identity keys). Raises
-    :class:`Refused` with 1.0's texts, plus netmgr's checks: names with ``[``, ``]`` or line
-    breaks, a Service named ``Manager`` and a non-integer ``max_clients`` are refused
-    (reference 6.11 and 6.21).
+    :class:`Refused` with 1.0's texts, plus netmgr's checks: names with ``[``, ``]``, line
+    breaks, control characters (C0, DEL, C1, U+2028/2029, bidi controls) or lone surrogates, a
+    Service named ``Manager`` and a non-integer ``max_clients`` are refused (reference 6.11 and
+    6.21; issue 10, finding 8). A Service's attribute names are not checked: 1.0 accepts any,
+    and netmgr never prints them.
     """
     if not isinstance(identity, dict):
         raise Refused("TypeError", "the identity must be a JSON object")
@@ -65,10 +86,17 @@ def check_identity(identity):
         raise Refused("TypeError", "the identity 'type' must be a string")
     kind = kind.lower()
     if kind not in ("client", "service"):
-        raise Refused("TypeError", f'Unknown connection type {kind!r}. Must be "client" or "service"')
+        raise Refused("TypeError", f'Unknown connection type {_shown(kind)}. Must be "client" or '
+                                   '"service"')
     if not isinstance(name, str) or not name or _bad_name(name):
-        raise Refused("ValueError", f"invalid {kind} name {name!r}: it must be a non-empty string "
+        raise Refused("ValueError", f"invalid {kind} name {_shown(name)}: it must be a non-empty string "
                                     "without '[', ']' or line breaks")
+    if _CONTROL.search(name):
+        raise Refused("ValueError", f"invalid {kind} name {_shown(name)}: it must not contain control "
+                                    "characters")
+    if _SURROGATE.search(name):
+        raise Refused("ValueError", f"invalid {kind} name {_shown(name)}: it must not contain lone "
+                                    "surrogates")
     language = identity.get("language", "unknown")
     os_name = identity.get("os", "unknown")
     if kind == "client":
@@ -84,7 +112,7 @@ def check_identity(identity):
     if max_clients is None:
         max_clients = -1
     if isinstance(max_clients, bool) or not isinstance(max_clients, int):
-        raise Refused("TypeError", f"max_clients must be an integer, not {max_clients!r}")
+        raise Refused("TypeError", f"max_clients must be an integer, not {_shown(max_clients)}")
     return kind, {"name": name, "attributes": attributes, "language": language, "os": os_name,
                   "max_clients": max_clients if max_clients > 0 else -1}
 
@@ -92,8 +120,9 @@ def check_identity(identity):
 class Registry:
     """The Manager's state. ``clients``/``services`` are the live dicts of the identity reply."""
 
-    def __init__(self, manager_name):
+    def __init__(self, manager_name, max_inflight=10000):
         self.manager_name = manager_name
+        self.max_inflight = max_inflight  # requests in flight per Client (--max-inflight)
         self._clients = {}  # network name -> Client
         self._services = {}  # service name -> Service
         # the identity entries, shaped exactly as reference 1.5 (tests count printed lines)
@@ -152,6 +181,7 @@ class Registry:
             if client is None:
                 continue
             client.sent_to.discard(record)
+            client.inflight -= sum(uids.values())
             for uid, count in uids.items():
                 effects.extend([(client.handle, error(text, requester, uid))] * count)
         for client in record.links:
@@ -230,6 +260,10 @@ class Registry:
             raise Refused("KeyError", f"the {name!r} Service is not connected to {self.manager_name}")
         if client not in service.links:
             self._link(client, service)
+        if client.inflight >= self.max_inflight:
+            raise Refused("PermissionError", f"too many requests in flight: the limit is "
+                                             f"{self.max_inflight} per Client")
+        client.inflight += 1
         uids = service.inflight.get(client.name)
         if uids is None:
             uids = service.inflight[client.name] = {}
@@ -252,12 +286,14 @@ class Registry:
             uids[uid] = count - 1
         else:
             del uids[uid]
+        client = self._clients.get(requester)
+        if client is not None:
+            client.inflight -= 1
             if not uids:
-                del service.inflight[requester]
-                client = self._clients.get(requester)
-                if client is not None:
-                    client.sent_to.discard(service)
-        return self._clients.get(requester)
+                client.sent_to.discard(service)
+        if not uids:
+            del service.inflight[requester]
+        return client
 
     @staticmethod
     def subscribers(service):

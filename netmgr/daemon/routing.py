@@ -11,6 +11,9 @@ The hot path never re-serialises a payload: a request gets ``,"requester":"<name
 onto the received bytes, and a canonical reply or notification is forwarded as received.
 """
 import json
+from typing import Union
+
+import msgspec
 
 from netmgr import protocol
 from netmgr.daemon.registry import Client, Service
@@ -31,6 +34,77 @@ def _error(record, message, uid):
     return record.handle, dumps(protocol.error(message, record.name, uid))
 
 
+#: what :func:`envelope` keeps of a large message's values (the rest routing never reads)
+_ENVELOPE_STRINGS = ("uid", "service", "attribute", "requester")
+LARGE = object()  # stands for a value :func:`envelope` left out
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """The keys of the 1.0 message shapes; the payload stays unparsed (``msgspec.Raw``)."""
+
+    service: Union[str, msgspec.UnsetType] = msgspec.UNSET
+    attribute: Union[str, msgspec.UnsetType] = msgspec.UNSET
+    uid: Union[str, msgspec.UnsetType] = msgspec.UNSET
+    requester: Union[str, msgspec.UnsetType] = msgspec.UNSET
+    error: Union[bool, msgspec.UnsetType] = msgspec.UNSET
+    message: Union[str, msgspec.UnsetType] = msgspec.UNSET
+    traceback: Union[msgspec.Raw, msgspec.UnsetType] = msgspec.UNSET
+    args: Union[msgspec.Raw, msgspec.UnsetType] = msgspec.UNSET
+    kwargs: Union[msgspec.Raw, msgspec.UnsetType] = msgspec.UNSET
+    result: Union[msgspec.Raw, msgspec.UnsetType] = msgspec.UNSET
+
+
+_decode_envelope = msgspec.json.Decoder(_Envelope).decode
+
+
+def decode_envelope(line):
+    """The :func:`envelope` of a large line without building its payload's objects.
+
+    msgspec validates the whole line but keeps the payload (``args``, ``kwargs``, ``result``) as
+    unparsed slices: a 100 MB request costs ~1x its size, where a full parse holds it ~3x
+    (orjson copies its input, then builds the payload). A line of another shape (unknown keys,
+    a non-string uid, NaN …) is parsed in full by ``full(line)``: rare, and routed the same.
+    """
+    try:
+        decoded = _decode_envelope(line)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None  # the full parse says what is wrong (NestingTooDeep for deep lines)
+    out = {}
+    for key in _Envelope.__struct_fields__:
+        value = getattr(decoded, key)
+        if value is msgspec.UNSET:
+            continue
+        if type(value) is msgspec.Raw:
+            value = [] if key == "traceback" and memoryview(value)[:1] == b"[" else LARGE
+        elif key == "message":
+            value = ""
+        out[key] = value
+    return out
+
+
+def envelope(data):
+    """What routing reads of a parsed message, without its payload.
+
+    The Manager parses a large line in a worker thread and keeps only this, so the payload's
+    Python objects never outlive the parse: the key set, the envelope strings, ``error`` and the
+    types of ``message`` and ``traceback``. Paths that need more re-parse the line.
+    """
+    if type(data) is not dict:
+        return None
+    out = dict.fromkeys(data, LARGE)
+    for key in _ENVELOPE_STRINGS:
+        value = data.get(key)
+        if type(value) is str and len(value) <= 4096:
+            out[key] = value
+    if type(data.get("error")) is bool:
+        out["error"] = data["error"]
+    if type(data.get("message")) is str:
+        out["message"] = ""
+    if type(data.get("traceback")) is list:
+        out["traceback"] = []
+    return out
+
+
 def terminal(line):
     """Terminal text (reference 1.13) as a message: ``(data, None)``, or ``(None, error text)``."""
     try:
@@ -43,6 +117,8 @@ def terminal(line):
     # 1.0 answers with the JSON decoder's words (and crashed on a stray ``client`` line)
     try:
         json.loads(text)
+    except RecursionError:
+        return None, f"ValueError: JSON nested deeper than {protocol.MAX_NESTING} levels"
     except ValueError as exc:
         return None, f"JSONDecodeError: {exc}"
     return None, _NOT_AN_OBJECT
@@ -88,7 +164,8 @@ def forward(registry, record, line, data, service_name, uid):
     if line is not None and "requester" not in data:
         # splice the requester into the received text: no re-serialisation of the payload
         body = line.rstrip()
-        return [(target.handle, b"".join((body[:-1], b',"requester":', record.name_json, b"}\r\n")))]
+        head = body[:-1] if len(body) < 65536 else memoryview(body)[:-1]  # no copy of a large one
+        return [(target.handle, b"".join((head, b',"requester":', record.name_json, b"}\r\n")))]
     if line is not None:
         data = loads_exact(line)  # re-serialised: keep big integers exact
     data["requester"] = record.name

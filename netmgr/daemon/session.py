@@ -12,23 +12,39 @@ before the reader blocks again, which lets the writers flush each destination's 
 requests (STYLE.md rule 7).
 """
 import collections
+import time
 
 import gevent
 
 from netmgr import protocol
 from netmgr.daemon import log
-from netmgr.protocol import LineReader, dumps, loads
+from netmgr.protocol import MAX_TERMINAL_LINE, LineReader, dumps, find_uid, loads
 from netmgr.daemon import routing
+from netmgr.daemon.limits import normal_ip
+from netmgr.daemon.output import Output
 from netmgr.daemon.registry import check_identity
-from netmgr.errors import HandshakeFailed, ProtocolError, Refused
+from netmgr.daemon.memory import trim_memory
+from netmgr.errors import HandshakeFailed, NestingTooDeep, ProtocolError, Refused
 
 logger = log.get_logger("netmgr.daemon.session")
 
 #: Lines at least this long are parsed in the hub's threadpool (STYLE.md rule 4).
 THREADPOOL_PARSE_BYTES = 1 << 20
+#: A turn of a session's read loop: at most this many lines, or bytes received, then it yields.
+TURN_LINES = 512
+TURN_BYTES = 256 * 1024
+#: A trailing unterminated line at EOF longer than this is dropped rather than parsed.
+TAIL_LIMIT = 64 * 1024
+TERMINAL_TOO_LONG = f"ValueError: a terminal-syntax line is limited to {MAX_TERMINAL_LINE} bytes"
 
 
-class Session:
+def _envelope_of(line):
+    """Decode a large line and keep only what routing reads (run in a worker thread)."""
+    found = routing.decode_envelope(line)
+    return found if found is not None else routing.envelope(loads(line))
+
+
+class Session(Output):
     """One connected peer: handshake, read loop, writer queue, cleanup."""
 
     def __init__(self, manager, sock, address):
@@ -48,12 +64,10 @@ class Session:
         self._lines = collections.deque()
         self._eof = False
         self._hangup = False  # the peer asked to disconnect while an inline login waited
-        self._out = collections.deque()
-        self._queued = 0
-        self._dirty = False  # a flush of this session is scheduled
         self._tls = False  # self.sock is a netmgr.daemon.tls.TLSStream
-        self._writer = None
         self._greenlet = None
+        self.input_progress = 0.0  # monotonic time of the last bytes of an unfinished line
+        self._init_output()
 
     # ------------------------------------------------------------------ lifecycle
     def run(self):
@@ -86,22 +100,30 @@ class Session:
 
     def _cleanup(self, flush):
         self.closed = True
-        if self.record is not None:
-            for session, message in self.manager.registry.remove(self.record):
-                session.send(dumps(message))
-            self.manager.record(self, "disconnected")
-        if flush and self._out and self._writer is None:
-            self._writer = gevent.spawn(self._write_loop)  # a rejection must reach the peer
-        if self._writer is not None:
-            if flush:
+        self.manager.partial.discard(self)
+        self._reader.discard()  # an unfinished line (maybe 100s of MB) goes now, not at GC
+        self._lines.clear()
+        try:
+            if self.record is not None:
+                effects = self.manager.registry.remove(self.record)
+                self.manager.record(self, "disconnected")
+                for n, (session, message) in enumerate(effects, 1):
+                    session.send(dumps(message))
+                    if n % 1000 == 0:
+                        gevent.sleep(0)  # thousands of failed requests: let others run meanwhile
+            if flush and self._out and self._writer is None:
+                self._start_writer()  # a rejection must reach the peer
+            if self._writer is not None and flush:
                 self._writer.join(timeout=self.manager.STOP_TIMEOUT)
+        finally:
             if self._writer is not None:
                 self._writer.kill(block=False)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        self.log.info("disconnected", name=self.name)
+            self.drop_queue()
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.log.info("disconnected", name=self.name)
 
     def abort(self, reason):
         """Drop this peer from any greenlet: its reader unwinds through ``finally``."""
@@ -111,79 +133,6 @@ class Session:
         self.log.info("peer_dropped", reason=reason, name=self.name)
         if self._greenlet is not None and self._greenlet is not gevent.getcurrent():
             self._greenlet.kill(block=False)
-
-    # ------------------------------------------------------------------ output
-    def send(self, data):
-        """Queue ``data`` for this peer; never blocks.
-
-        Everything queued while the current chunk is dispatched leaves in one non-blocking
-        ``send`` from a hub callback (:meth:`flush`). Only a peer whose socket is full gets a
-        writer greenlet, which then owns the queue until it is empty. A peer is dropped when
-        the bytes it has not accepted exceed the queue limit (reference 6.16).
-        """
-        if self.closed:
-            return
-        self._queued += len(data)
-        self._out.append(data)
-        if self._writer is not None:
-            if self._queued > self.manager.cfg.max_queue_size:
-                self.abort("outbound queue overflow")
-        elif not self._dirty:
-            self._dirty = True
-            self.manager.schedule_flush(self)
-
-    def flush(self):
-        """Send what is queued without blocking; hand the rest to a writer greenlet."""
-        self._dirty = False
-        out = self._out
-        if self._writer is not None or not out or self.closed:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        try:
-            sent = self.sock.send(data, 0, 0.0)  # timeout 0: EAGAIN raises instead of waiting
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            self._queued = 0
-            self.abort(f"write failed: {exc}")
-            return
-        self._queued -= sent
-        backlog = len(self.sock.backlog) if self._tls else 0
-        if sent < len(data) or backlog:
-            if sent < len(data):
-                out.appendleft(data[sent:] if sent else data)
-            if self._queued + backlog > self.manager.cfg.max_queue_size:
-                self.abort("outbound queue overflow")
-                return
-            self._writer = gevent.spawn(self._write_loop)
-
-    def _write_loop(self):
-        out, sendall = self._out, self.sock.sendall
-        try:
-            while True:
-                while out:
-                    if len(out) == 1:
-                        data = out.popleft()
-                    else:
-                        data = b"".join(out)
-                        out.clear()
-                    self._queued -= len(data)
-                    sendall(data)
-                if self._tls and self.sock.backlog:
-                    sendall()  # encrypted bytes the kernel did not take earlier
-                    continue
-                return
-        except OSError as exc:
-            self.abort(f"write failed: {exc}")
-        finally:
-            self._writer = None
-
-    def reply(self, value, uid):
-        self.send(dumps(protocol.result(value, self.name, uid)))
-
-    def reply_error(self, message, uid):
-        self.send(dumps(protocol.error(message, self.name, uid)))
 
     # ------------------------------------------------------------------ input
     def _recv_lines(self):
@@ -202,21 +151,64 @@ class Session:
         return True
 
     def _read_loop(self):
-        lines, feed, recv, dispatch = self._lines, self._reader.feed, self.sock.recv, self._dispatch
-        size = 65536
+        """Dispatch every line, yielding to the hub after each turn's share of input.
+
+        gevent's ``recv`` returns at once while data is waiting, so a peer that sends as fast
+        as it can would otherwise keep the hub to itself (no other session, and no flush, would
+        run). A turn ends after :data:`TURN_LINES` lines or :data:`TURN_BYTES` bytes; within a
+        turn, every destination still gets one ``send`` for all its messages.
+        """
+        lines, feed, recv = self._lines, self._reader.feed, self.sock.recv
+        size, turn = 65536, 0
         while not self.closed:
+            n = 0
             while lines:
-                if dispatch(lines.popleft()) is False or self.closed or self._hangup:
+                if self._dispatch_safely(lines.popleft()) is False or self.closed or self._hangup:
                     return
+                n += 1
+                if n >= TURN_LINES:
+                    gevent.sleep(0)  # the rest of this chunk waits for the next turn
+                    n = turn = 0
             data = recv(size)
             if not data:
-                tail = self._reader.close()
-                if tail:
-                    dispatch(tail)
+                self._at_eof()
                 return
             if len(data) == size and size < 1 << 20:
                 size <<= 1  # a large message is arriving: read bigger chunks
             lines.extend(feed(data))
+            self._track_partial_line()
+            turn += len(data)
+            if turn >= TURN_BYTES:
+                gevent.sleep(0)
+                turn = 0
+
+    def _track_partial_line(self):
+        """Note an unfinished line for the Manager's idle sweep (``partial_line_timeout``)."""
+        if self._reader.pending:
+            self.input_progress = time.monotonic()
+            self.manager.partial.add(self)
+        elif self.input_progress:
+            self.input_progress = 0.0
+            self.manager.partial.discard(self)
+
+    def _at_eof(self):
+        """1.0 delivers a trailing unterminated line; a large one is dropped, not parsed."""
+        if self._reader.pending > TAIL_LIMIT:
+            self.log.info("partial_line_discarded", size=self._reader.pending)
+            self._reader.discard()
+            return
+        tail = self._reader.close()
+        if tail:
+            self._dispatch_safely(tail)
+
+    def _dispatch_safely(self, line):
+        """:meth:`_dispatch`, but no exception from a peer's input reaches the greenlet's top."""
+        try:
+            return self._dispatch(line)
+        except Exception as exc:  # noqa: BLE001 -- an error reply, and the session lives on
+            self.log.warning("dispatch_failed", error=f"{type(exc).__name__}: {exc}")
+            self.reply_error(f"{type(exc).__name__}: {exc}", find_uid(line))
+            return True
 
     # ------------------------------------------------------------------ handshake (1.3)
     def _handshake(self):
@@ -244,6 +236,7 @@ class Session:
             self.reject(exc.message)
             return False
         self.record, self.name = record, name
+        self.manager.limits.identified(normal_ip(self.ip))
         self.log = self.log.bind(name=name)
         self.log.info("connected_as_client" if kind == "client" else "connected_as_service")
         self.manager.record(self, f"connected as a {kind}")
@@ -290,7 +283,7 @@ class Session:
                     return None
             if type(data) is dict and "result" in data and data.get("requester") == self.manager.name:
                 return data["result"]
-            if self._dispatch(line) is False or self.closed:
+            if self._dispatch_safely(line) is False or self.closed:
                 self._hangup = True  # the read loop ends the session after this request
                 return None
         return None
@@ -303,24 +296,40 @@ class Session:
     def _dispatch(self, line):
         """Handle one line from an identified peer (:mod:`netmgr.daemon.routing` decides).
         False ends the session."""
+        big = len(line) >= THREADPOOL_PARSE_BYTES
         try:
-            if len(line) >= THREADPOOL_PARSE_BYTES:
-                data = gevent.get_hub().threadpool.apply(loads, (line,))
+            if big:  # parsed in a worker thread; only the envelope comes back (memory: ~2x)
+                data = gevent.get_hub().threadpool.apply(_envelope_of, (line,))
             else:
                 data = loads(line)
             raw = True
+        except NestingTooDeep as exc:
+            self.reply_error(f"ValueError: {exc}", find_uid(line))
+            return True
         except ValueError:
+            if len(line) > MAX_TERMINAL_LINE:
+                self.reply_error(TERMINAL_TOO_LONG, find_uid(line))
+                return True
             data, message = routing.terminal(line)
             if data is None:
                 self.reply_error(message, "")
                 return True
             raw = False
+        try:
+            return self._route(line, data, raw)
+        finally:
+            if big:
+                del line, data
+                trim_memory()
+    def _route(self, line, data, raw):
         verdict, effects = routing.route(self.manager.registry, self.record, line, data, raw)
         for handle, out in effects:
             handle.send(out)
         if verdict is None:
             return True
         if verdict is routing.MANAGER:
+            if routing.LARGE in data.values():  # a large Manager request: its arguments count
+                data = gevent.get_hub().threadpool.apply(loads, (line,))
             self.manager.attributes.handle(self, data, data["attribute"], data.get("uid", ""))
             return True
         if verdict is routing.DROPPED:

@@ -8,9 +8,10 @@ database table, the authentication mode, and last ``Network Manager running on <
 """
 import logging
 import os
+import sys
 import time
 
-from netmgr import crypto, hostinfo
+from netmgr import crypto, hostinfo, protocol
 from netmgr.config import secret_value
 from netmgr.daemon import log
 from netmgr.daemon import systemd
@@ -82,6 +83,9 @@ def run(cfg, reread=None):
     ``reread()`` returns the settings afresh for a SIGHUP reload.
     """
     from netmgr.daemon import manager
+
+    # the stdlib JSON codec recurses once per level: room for protocol.MAX_NESTING and more
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 4 * protocol.MAX_NESTING))
 
     try:
         level = log.parse_level(cfg.log_level)

@@ -347,6 +347,24 @@ class ConnectionsTable:
             query = query.where(Connection.datetime <= to_iso(end, end_of_day=True))
         return list(query.tuples())
 
+    def prune(self, max_rows=0, max_age_days=0.0, batch=10_000):
+        """Delete at most *batch* rows older than *max_age_days* or beyond the newest *max_rows*
+        (0: no such limit); return how many. Short transactions: call again while it returns *batch*."""
+        cutoff = []
+        if max_age_days:
+            oldest = dt.datetime.now() - dt.timedelta(days=max_age_days)
+            cutoff.append(Connection.datetime < to_iso(oldest))
+        if max_rows:
+            keep = Connection.select(Connection.pid).order_by(Connection.pid.desc()).offset(max_rows - 1).limit(1)
+            first_kept = keep.scalar()
+            if first_kept is not None:
+                cutoff.append(Connection.pid < first_kept)
+        if not cutoff:
+            return 0
+        doomed = Connection.select(Connection.pid).where(cutoff[0] if len(cutoff) == 1 else cutoff[0] | cutoff[1])
+        with db.atomic('IMMEDIATE'):
+            return Connection.delete().where(Connection.pid.in_(doomed.order_by(Connection.pid).limit(batch))).execute()
+
 
 class ConnectionLog:
     """In-memory buffer of connection events; :meth:`flush` writes them in one transaction.

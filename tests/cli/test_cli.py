@@ -461,6 +461,55 @@ def test_connections(home, tmp_path):
     assert one_error_line(fails(2, "connections", "--since", "yesterday")).startswith("--since must be a date")
 
 
+def test_connections_text_escapes_what_is_not_printable(home):
+    db = home / "manager.sqlite3"
+    models.open_db(str(db))
+    models.connections.insert_many([("2026-01-01T10:00:00", "10.0.0.9", "pc\x1bc", 5009,
+                                     "connected as Evil\x1b]0;pwned\x07\u202e")])
+    models.close_db()
+    out = ok("connections").stdout
+    assert all(line.isprintable() for line in lines(out)), out
+    assert "pc\\x1bc" in out and "Evil\\x1b]0;pwned\\x07\\u202e" in out
+    raw = json.loads(ok("connections", "--json").stdout)["connections"][0]
+    assert raw["domain"] == "pc\x1bc"  # --json keeps the value
+
+
+# --------------------------------------------------------------------------- status (formatting)
+
+def test_format_status_escapes_names_and_addresses():
+    from netmgr.cli.actions import table
+    from netmgr.cli.status import format_status
+
+    evil = "Evil\x1bc\u2028\u202e"
+    status = {
+        "manager": f"Manager[{evil}:1875]",
+        "peers": [{"name": f"{evil}[h\x07:2]", "type": "client", "address": "h\x07:2", "admin": False},
+                  {"name": "Plain é[h:3]", "type": "service", "address": "h:3", "admin": True}],
+        "services": {f"S{evil}": {"address": "h:3\x9b", "max_clients": -1, "in_flight": 2,
+                                  "links": [f"{evil}[h\x07:2]"], "locks": [f"{evil}[h\x07:2]"]}},
+    }
+    text = format_status(status, table)
+    shown = "Evil\\x1bc\\u2028\\u202e"
+    assert all(line.isprintable() for line in text.split("\n")), text
+    assert text.split("\n")[0] == f"Manager: Manager[{shown}:1875]"
+    peers = text.split("\n")[5:7]
+    assert peers[0].split() == [f"{shown}[h\\x07:2]", "client", "h\\x07:2", "False"]
+    assert peers[1].split() == ["Plain", "é[h:3]", "service", "h:3", "True"]
+    service = text.split("\n")[-1].split()
+    assert service == [f"S{shown}", "h:3\\x9b", "-1", "2", f"{shown}[h\\x07:2]", f"{shown}[h\\x07:2]"]
+    # the columns are laid out on the escaped text, so they stay aligned
+    rule = text.split("\n")[4]
+    assert len(rule.split()[0]) == len(f"{shown}[h\\x07:2]")
+
+
+def test_format_status_of_printable_names_is_unchanged():
+    from netmgr.cli.actions import table
+    from netmgr.cli.status import format_status
+
+    status = {"manager": "Manager[h:1875]", "peers": [], "services": {}}
+    assert format_status(status, table) == "Manager: Manager[h:1875]\n\nPeers (0)\n\nServices (0)"
+
+
 # ------------------------------------------------------------------------------- configuration
 
 @pytest.fixture

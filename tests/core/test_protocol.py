@@ -7,6 +7,9 @@ differential test holds netmgr to MSL-Network 1.0's own ``parse_terminal_input``
 import json
 import pathlib
 import random
+import subprocess
+import sys
+import time
 
 import pytest
 from msl.network.utils import parse_terminal_input as parse_terminal_input_1_0
@@ -487,3 +490,146 @@ def test_protocol_module_is_sans_io():
     for name in ("gevent", "socket", "asyncio", "select"):
         assert f"import {name}" not in source
         assert f"from {name}" not in source
+
+
+# --------------------------------------------------------------------------------------------
+# Nesting (issue 10, finding 6): NestingTooDeep, a ValueError, never RecursionError or a crash
+
+def nested(depth, inner=b"1"):
+    return b"[" * depth + inner + b"]" * depth
+
+
+def nested_objects(depth):
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+DECODERS = [protocol.loads, protocol.loads_exact]
+
+
+@pytest.mark.parametrize("decode", DECODERS)
+@pytest.mark.parametrize("make", [nested, nested_objects, lambda d: nested(d, b"NaN")])
+def test_nesting_up_to_the_limit_is_accepted(decode, make):
+    assert protocol.MAX_NESTING == 1024
+    for depth in (1, 900, 1000, protocol.MAX_NESTING):
+        value = decode(make(depth))
+        # the stdlib encoder needs the same room to write it back (orjson stops at 255 levels)
+        assert protocol.dumps(value).rstrip(b"\r\n").replace(b"NaN", b"1") == \
+            make(depth).replace(b"NaN", b"1")
+
+
+@pytest.mark.parametrize("decode", DECODERS)
+@pytest.mark.parametrize("line", [
+    nested(1025), nested(1100), nested_objects(1025), nested(1025, b"NaN"),
+    b"[" * 1100,  # not JSON either: no parser gets that deep
+    b'[{"a":' * 600 + b"1" + b"}]" * 600,
+    b'{"uid": "u1", "args": ' + nested(5000) + b"}",
+    nested(1025).decode(),
+])
+def test_nesting_beyond_the_limit_is_a_value_error(decode, line):
+    with pytest.raises(errors.NestingTooDeep) as info:
+        decode(line)
+    assert isinstance(info.value, ValueError)
+    assert str(info.value) == "JSON nested deeper than 1024 levels"
+    assert info.value.limit == protocol.MAX_NESTING
+
+
+def test_nesting_is_checked_after_the_recursion_limit_was_raised():
+    """Decoding 1024 levels raises the interpreter's recursion limit for good: the limit still holds."""
+    protocol.loads_exact(nested(protocol.MAX_NESTING))
+    for decode in DECODERS:
+        with pytest.raises(errors.NestingTooDeep):
+            decode(nested(1025))
+
+
+def test_nesting_within_the_limit_from_a_deep_stack():
+    def recurse(n):
+        return recurse(n - 1) if n else [decode(nested(protocol.MAX_NESTING)) for decode in DECODERS]
+    assert len(recurse(800)) == 2
+
+
+@pytest.mark.parametrize("text", [
+    b'["' + b"[" * 5000 + b'"]',  # brackets inside a string do not nest
+    b'["\\\\", "' + b"[{" * 3000 + b'"]',  # an escaped backslash ends no string
+    b'["\\"' + b"[" * 5000 + b'"]',  # an escaped quote ends no string
+    b'[' + b'"[",' * 3000 + b'"]"]',
+    b"[" + b"[]," * 3000 + b"[]]",  # many brackets, little depth
+])
+def test_brackets_in_strings_and_siblings_do_not_count(text):
+    assert protocol.loads(text) == json.loads(text)
+    assert protocol.loads_exact(text) == json.loads(text)
+    protocol.check_nesting(text)
+    protocol.check_nesting(text.decode())
+
+
+def test_check_nesting_counts_exactly():
+    protocol.check_nesting(b" " * 2000 + nested(1024))
+    for text in (nested(1025), b"[" * 1025, b"{" * 1025, b"[{" * 513, nested(1025).decode(),
+                 memoryview(nested(1025)), b'"x", ' + nested(1025)):
+        with pytest.raises(errors.NestingTooDeep):
+            protocol.check_nesting(text)
+
+
+def test_a_million_levels_do_not_crash_the_process():
+    """orjson before 3.9.15 has no limit: 2 MB of brackets overflowed the C stack (SIGSEGV)."""
+    code = ("from netmgr import protocol, errors\n"
+            "for decode in (protocol.loads, protocol.loads_exact):\n"
+            "    for line in (b'[' * 10**6 + b']' * 10**6, b'[' * 10**6, b'{\"a\":' * 10**6):\n"
+            "        try:\n"
+            "            decode(line)\n"
+            "        except errors.NestingTooDeep:\n"
+            "            pass\n"
+            "        else:\n"
+            "            raise SystemExit('accepted')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert done.returncode == 0, done
+
+
+def test_dumps_never_raises_recursion_error():
+    deep = 1
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(errors.NestingTooDeep):
+        protocol.dumps(deep)
+
+
+def test_dumps_escapes_a_lone_surrogate_as_1_0_does():
+    value = protocol.loads(b'{"a": "\\ud800 \xc3\xa9"}')  # the stdlib fallback accepts it
+    assert protocol.dumps(value) == b'{"a":"\\ud800 \\u00e9"}\r\n'
+    assert protocol.loads_exact(protocol.dumps(value)) == value
+
+
+# --------------------------------------------------------------------------------------------
+# find_uid: the uid of a line that could not be parsed, read in bounded time
+
+@pytest.mark.parametrize("line, uid", [
+    (b'{"service": "S", "attribute": "a", "args": [1, 2', ""),
+    (b'{"service": "S", "attribute": "a", "uid": "u-1", "args": [1, 2', "u-1"),
+    (b'{"service":"S","args":[' + nested(1100) + b'],"uid":"deep"}', "deep"),
+    (b'{"uid" :  "sp\\u00e9ce \\"q\\""}', 'spéce "q"'),
+    ('{"uid": "text é", "x": [}', "text é"),
+    (b'{"args": [{"uid": "inner"}], "uid": "outer"', "outer"),
+    (b'{"uid": 5}', ""),
+    (b'{"uid": "bad \\x escape"}', ""),
+    (b'{"uid": "unterminated', ""),
+    (b"x y " + b"a" * 70000, ""),
+    (b'{"uid": "head", "args": "' + b"x" * 20000 + b'"', "head"),
+    (b'{"uid": "head", "args": "' + b"x" * 20000 + b'", "uid": "tail"}', "tail"),
+    (b'{"args": "' + b"x" * 20000 + b'", "uid": "mid", "kwargs": "' + b"x" * 20000 + b'"', ""),
+    (memoryview(b'{"uid": "view"'), "view"),
+    (b"", ""),
+])
+def test_find_uid(line, uid):
+    assert protocol.find_uid(line) == uid
+
+
+def test_find_uid_reads_only_the_ends_of_a_line():
+    line = b'{"uid": "u", "args": "' + b'\\"uid\\": \\"' * (1 << 20) + b'"}'  # 12 MB
+    start = time.perf_counter()
+    assert protocol.find_uid(line) == "u"
+    assert time.perf_counter() - start < 1.0
+
+
+def test_too_long_field_shares_the_pattern():
+    marker = protocol.TooLong(10 ** 9, b'x", "requester": "C[h:1]", "uid": "u\\u00e9"}')
+    assert marker.field("uid") == "ué" and marker.field("requester") == "C[h:1]"
+    assert protocol.TooLong(5, b"nothing").field("uid") is None

@@ -159,6 +159,81 @@ def test_identity_netmgr_refusals(identity, kind):
     assert exc.message.startswith(f"{kind}: ")
 
 
+def test_identity_keeps_the_texts_of_its_older_name_checks():
+    assert message(check_identity, {"type": "client", "name": "a\nb"}) == \
+        "ValueError: invalid client name 'a\\nb': it must be a non-empty string without '[', ']' " \
+        "or line breaks"
+    assert message(check_identity, {"type": "service", "name": "S[1]", "attributes": {}}) == \
+        "ValueError: invalid service name 'S[1]': it must be a non-empty string without '[', ']' " \
+        "or line breaks"
+
+
+# control characters in names (issue 10, finding 8): C0, DEL, C1, U+2028/2029, bidi controls
+CONTROLS = ["\x00", "\x07", "\x1b", "\t", "\x0b", "\x0c", "\x1f", "\x7f", "\x80", "\x85", "\x9b",
+            "\x9f", "\u2028", "\u2029", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066",
+            "\u2067", "\u2068", "\u2069"]
+
+
+@pytest.mark.parametrize("char", CONTROLS, ids=[f"U+{ord(c):04X}" for c in CONTROLS])
+@pytest.mark.parametrize("kind", ["client", "service"])
+def test_identity_names_with_control_characters_are_refused(kind, char):
+    name = f"Evil{char}c"
+    exc = refusal(check_identity, {"type": kind, "name": name, "attributes": {}})
+    assert exc.kind == "ValueError"
+    assert exc.message == f"ValueError: invalid {kind} name {name!r}: it must not contain control " \
+                          "characters"
+    assert char not in exc.message  # the name is shown escaped
+    assert exc.message.isprintable()
+
+
+def test_identity_refusal_shows_the_name_escaped():
+    assert message(check_identity, {"type": "client", "name": "a\x1bcb\u202e"}) == \
+        "ValueError: invalid client name 'a\\x1bcb\\u202e': it must not contain control characters"
+
+
+@pytest.mark.parametrize("kind", ["client", "service"])
+def test_identity_names_with_lone_surrogates_are_refused(kind):
+    # the stdlib JSON parser (netmgr's fallback) reads "\ud800"; UTF-8 cannot hold it
+    exc = refusal(check_identity, {"type": kind, "name": "a\ud800", "attributes": {}})
+    assert exc.message == f"ValueError: invalid {kind} name 'a\\ud800': it must not contain lone " \
+                          "surrogates"
+
+
+@pytest.mark.parametrize("name", ["Pi 4 é", "日本語", "Ω😀", "a\u00a0b", "x\u200by", "👩\u200d🔬",
+                                  "a\\x1b", "tab-less", "\u00ff\u0100"])
+def test_identity_names_without_controls_are_accepted(reg, name):
+    for kind in ("client", "service"):
+        assert check_identity({"type": kind, "name": name, "attributes": {}})[1]["name"] == name
+    assert add_client(reg, name).name.startswith(name + "[")
+
+
+def deep_list(depth):
+    value = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("identity", [
+    {"type": "client", "name": deep_list(1024)},  # repr() raised RecursionError
+    {"type": "service", "name": "S", "attributes": {}, "max_clients": deep_list(1024)},
+    {"type": "client", "name": list(range(10 ** 6))},  # repr() made a 7.9 MB reply
+    {"type": "x" * 10 ** 6, "name": "N"},
+    {"type": "client", "name": "\x1b" * 10 ** 6},
+])
+def test_identity_refusals_show_a_bounded_repr(identity):
+    exc = refusal(check_identity, identity)
+    assert len(exc.message) < 400
+    assert exc.message.isprintable()
+
+
+def test_identity_attribute_names_are_not_checked():
+    # 1.0 accepts any; netmgr never prints them, and forwards them as JSON escapes
+    attributes = {"weird\x1bname": "()", "ok": "\u2028"}
+    assert check_identity({"type": "service", "name": "S", "attributes": attributes})[1][
+        "attributes"] == attributes
+
+
 def test_identity_client_may_be_named_manager():
     # only a *Service* named Manager would be unreachable (6.11); a Client name is qualified
     assert check_identity({"type": "client", "name": "Manager"})[0] == "client"
