@@ -7,7 +7,8 @@ import sys
 import netmgr
 
 ROOT = pathlib.Path(netmgr.__file__).parent
-PURE = {"netmgr.protocol", "netmgr.errors", "netmgr.daemon.registry", "netmgr.daemon.routing"}
+PURE = {"netmgr.protocol", "netmgr.terminal", "netmgr.nesting", "netmgr.errors",
+        "netmgr.daemon.registry", "netmgr.daemon.routing"}
 IO = {"gevent", "socket", "ssl", "select", "selectors", "asyncio"}
 
 
