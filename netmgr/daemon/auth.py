@@ -50,18 +50,21 @@ class Throttle:
         self._running = {}  # ip -> attempts between their reservation and their verdict
 
     def retry_after(self, ip):
-        """Seconds until ``ip`` may try again; 0 when it may try now."""
+        """Seconds ``ip`` stays locked out; 0 when it is not."""
         record = self._failures.get(ip)
-        failures = 0 if record is None else record[0]
-        if record is not None and failures >= self.max_failures:
-            wait = record[1] + self.lockout - self._clock()
-            if wait > 0:
-                return wait
+        if record is None or record[0] < self.max_failures:
+            return 0
+        wait = record[1] + self.lockout - self._clock()
+        if wait <= 0:
             del self._failures[ip]
-            failures = 0
-        if failures + self._running.get(ip, 0) >= self.max_failures:
-            return 1.0  # as many attempts as the budget allows are already running
-        return 0
+            return 0
+        return wait
+
+    def busy(self, ip):
+        """Whether ``ip``'s failures and running attempts use its whole budget: a new attempt
+        must wait for one of them to end (a success frees its place, a failure may lock out)."""
+        record = self._failures.get(ip)
+        return (0 if record is None else record[0]) + self._running.get(ip, 0) >= self.max_failures
 
     def reserve(self, ip):
         """Take a place in ``ip``'s budget before prompting; release it with one of the verdicts."""
@@ -138,15 +141,23 @@ class Brake:
             return result
 
 
-def throttled(session, throttle):
-    """Refuse a throttled address; True when the caller must stop."""
-    wait = throttle.retry_after(session.ip)
-    if not wait:
-        return False
-    session.log.info("auth_throttled", retry_after=round(wait, 1))
-    session.reject(error_text("ValueError", f"Too many failed attempts, try again in "
-                                            f"{math.ceil(wait)} second(s)"))
-    return True
+def throttled(session, throttle, poll=0.05):
+    """Refuse a locked-out address (True: the caller must stop), or wait for a place in its budget.
+
+    Parallel attempts from one address beyond its budget wait for the running ones (within the
+    handshake deadline): honest parallel logins all get in, parallel guesses are checked no
+    more than ``max_failures`` times before the address is locked out.
+    """
+    while True:
+        wait = throttle.retry_after(session.ip)
+        if wait:
+            session.log.info("auth_throttled", retry_after=round(wait, 1))
+            session.reject(error_text("ValueError", f"Too many failed attempts, try again in "
+                                                    f"{math.ceil(wait)} second(s)"))
+            return True
+        if not throttle.busy(session.ip):
+            return False  # the caller reserves its place before it yields again
+        gevent.sleep(poll)
 
 
 class Attempt:

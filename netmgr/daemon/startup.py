@@ -38,13 +38,13 @@ def tls_context(host, cert_file, key_file, key_password, logger, home=None):
     elif cert_file is None:  # a key alone: (re)make the default certificate from it
         cert_file = crypto.generate_certificate(default_cert, key_file, key_password=key_password,
                                                 hostname=host)
-    if key_file is not None and not crypto.is_private_key_safe(key_file):
-        logger.warning("private_key_readable_by_others", key=key_file)
     try:
         context = crypto.server_context(cert_file, key_file, key_password)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load the certificate {cert_file}: {exc}") from None
     logger.info(f"loaded certificate {cert_file}")  # 1.0's first start-up line: harnesses read it
+    if key_file is not None and not crypto.is_private_key_safe(key_file):
+        logger.warning("private_key_readable_by_others", key=key_file)
     if created:
         logger.info("created_certificate", cert=cert_file, key=key_file)
     return context
