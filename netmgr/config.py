@@ -271,6 +271,8 @@ class Config:
             value = getattr(self, key) if key in ("home", "database") else self._values[key]
             if key in SECRET_KEYS and value is not None:
                 value = "<set>"
+            elif isinstance(value, tuple):  # max_startups, written as in the file
+                value = ":".join(map(str, value))
             rows.append((key, value, self.source(key) if key not in ("home", "database")
                          or self._values[key] else self._derived_source(key)))
         return rows
