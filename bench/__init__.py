@@ -15,6 +15,10 @@ Layout:
   opener); each runs in its own process, started as ``python -m bench.peers ROLE ...``; no msl-network code.
 * ``libpeers.py`` the library cases' peers, through netmgr's and 1.0's client libraries
   (``python -m bench.libpeers ROLE ...``).
+* ``attacks.py``  the hostile peers of issue 10, one function each (``python -m bench.attacks NAME ...``;
+  ``tests/daemon/test_overload.py`` calls the same functions; the login ones are in ``guessing.py``);
+  ``canary.py`` the canary and the RSS watch; ``rawconn.py`` their raw connections; ``overload.py``
+  one run of the overload case.
 
 May import: the standard library, orjson; netmgr and msl-network only in child processes (the
 Managers, ``libpeers.py``, the key generator), never in the process that measures.

@@ -59,8 +59,82 @@ class LibThreadsCase:
                 f"echo({self.payload} B) calls; the library's own Service in its own process")
 
 
+@dataclass(frozen=True)
+class OverloadAttack:
+    """One attack of ``python -m bench.attacks`` (issue 10), run alone against a fresh Manager.
+
+    ``duration``: flood length, or how long the attacker waits for an answer; ``bound_mb``: how far
+    netmgr's RSS may rise over its baseline with the default limits (100 MB of slack plus what the
+    attack may legitimately fill: a queue limit, or twice a line's size).
+    """
+    name: str
+    finding: str
+    duration: float
+    bound_mb: float = 100.0
+    size: int = None
+    count: int = None
+    tls: bool = False
+
+    @property
+    def label(self):
+        return self.name + ("_tls" if self.tls else "")
+
+    def argv(self):
+        """The attack's options of ``python -m bench.attacks``."""
+        out = ["--duration", self.duration]
+        if self.size is not None:
+            out += ["--size", self.size]
+        if self.count is not None:
+            out += ["--count", self.count]
+        return [str(a) for a in out]
+
+
+@dataclass(frozen=True)
+class OverloadCase:
+    """Each attack alone against a fresh Manager, the canary (``bench.canary``) running throughout."""
+    name: str
+    attacks: tuple
+    alone: float  # seconds the canary runs alone before each attack
+    settle: float  # seconds after an attack before the "after" RSS is read
+
+    @property
+    def tls(self):
+        return any(a.tls for a in self.attacks)
+
+    @property
+    def title(self):
+        return (f"each attack alone against a fresh Manager, a canary (raw Echo Service + Client, one echo "
+                f"call every 0.2 s) running throughout; {self.alone:g} s alone first; one run per Manager")
+
+
 CASE_NAMES = ("seq", "c8w16", "c8w16_100k", "idle2000", "seq_tls", "c8w16_tls", "idle_tls",
-              "lib_seq", "lib_threads16")
+              "lib_seq", "lib_threads16", "overload")
+# what ``--cases`` runs by default: the overload case is asked for by name
+DEFAULT_CASES = CASE_NAMES[:-1]
+QUEUE_MB = 512 * 1024 * 1024 / 1e6  # netmgr's default --max-queue-size
+
+
+def overload_attacks(quick):
+    """The single-attacker attacks of the overload case; ``quick``: short floods, small sizes."""
+    flood, wait = (1.0, 10.0) if quick else (5.0, 40.0)
+    line = 10_000_000 if quick else 100_000_000
+    literal = 200_000 if quick else 2_000_000
+    return (
+        OverloadAttack("flood_notify", "1: a Service floods notifications nobody subscribed to", flood),
+        OverloadAttack("flood_requests", "1: a Client floods requests to a Service", flood, 100 + 2 * QUEUE_MB),
+        OverloadAttack("flood_requests", "1: a Client floods requests to a Service, over TLS", flood,
+                       100 + 2 * QUEUE_MB, tls=True),
+        OverloadAttack("identity_flood", "2: `client H`, then identity requests, never reading", flood,
+                       100 + QUEUE_MB),
+        OverloadAttack("terminal_64k", "3: `x y ` + a x N before identifying", wait,
+                       size=20_000 if quick else 65_000),
+        OverloadAttack("terminal_2mb", "3: a terminal literal `Nope echo [1,1,...]` after identifying", wait,
+                       100 + 2 * literal / 1e6, size=literal),
+        OverloadAttack("line_100mb", "5: one JSON line of N bytes", wait, 100 + 2 * line / 1e6, size=line),
+        OverloadAttack("nesting", "6: `[` x 1100 + `]` x 1100 before and after identifying", wait),
+        OverloadAttack("inflight", "7: N requests in flight to a Service that never answers, then it leaves",
+                       wait, count=20_000 if quick else 500_000),
+    )
 # TLS case -> the plain case it is compared with in the overhead block
 PLAIN_OF = {"seq_tls": "seq", "c8w16_tls": "c8w16", "idle_tls": "idle2000"}
 
@@ -77,6 +151,9 @@ def build_cases(opts):
         "idle_tls": IdleCase("idle_tls", opts.idle_tls_count, tls=True),
         "lib_seq": LibSeqCase("lib_seq", opts.lib_rounds, opts.lib_burst),
         "lib_threads16": LibThreadsCase("lib_threads16", 16),
+        "overload": OverloadCase("overload", tuple(a for a in overload_attacks(opts.quick)
+                                                   if not opts.attack_list or a.label in opts.attack_list),
+                                 alone=1.0 if opts.quick else 3.0, settle=1.0 if opts.quick else 2.0),
     }
     return [table[n] for n in opts.case_list]
 

@@ -8,7 +8,7 @@ import statistics
 
 from bench import managers
 from bench.cases import (LIB_PATHS, LIB_SEQ_ROWS, LIB_TARGETS, OVERHEAD_ROWS, PLAIN_OF, SUMMED, IdleCase,
-                         LibSeqCase, LibThreadsCase, case_keys, case_rows)
+                         LibSeqCase, LibThreadsCase, OverloadCase, case_keys, case_rows)
 
 MANAGER_KEYS = ("netmgr", "msl")
 
@@ -186,6 +186,120 @@ def render_overhead(case, cases, results):
 
 
 # ---------------------------------------------------------------------------------------------
+# overload
+
+# issue 10, "Done when" 2: under every single-peer attack, netmgr's canary p99 and max (ms), and its
+# RSS peak within the attack's bound over the RSS before it
+OVERLOAD_TARGETS = {"p99_ms": 20.0, "max_ms": 250.0}
+
+
+def short_overload(m):
+    """The progress line of an overload run: how many attacks met netmgr's targets."""
+    figures = [f for f in m["attacks"].values() if "error" not in f]
+    met = sum(1 for f in figures if overload_met(f))
+    return f"{met}/{len(m['attacks'])} attacks within the targets, {len(m['attacks']) - len(figures)} failed"
+
+
+def overload_met(f):
+    """Whether one attack's figures meet the targets (None when they cannot be judged)."""
+    if "error" in f or f.get("status") != "ok" or f["attack"]["calls"] == 0:
+        return False
+    a = f["attack"]
+    return (a["p99_ms"] <= OVERLOAD_TARGETS["p99_ms"] and a["max_ms"] <= OVERLOAD_TARGETS["max_ms"]
+            and (f["rss_peak_mib"] - f["rss_before_mib"]) * 1.048576 <= f["bound_mb"])
+
+
+def attacker_summary(r):
+    """What the attacker saw, in a few words."""
+    if not isinstance(r, dict) or r.get("failure"):
+        return f"attacker failed: {r.get('failure') if isinstance(r, dict) else r}"
+    capped = " (stopped at the RSS cap)" if r.get("stopped_at_rss_cap") else ""
+    return attack_words(r) + capped
+
+
+def attack_words(r):
+    kind = r.get("attack")
+    if kind in ("flood_notify", "identity_flood"):
+        dropped = r.get("closed_after_s")
+        return (f"sent {r['sent_bytes'] / 1e6:,.0f} MB in {r['elapsed_s']:.1f} s, "
+                + ("never dropped" if dropped is None else f"dropped after {dropped:.1f} s"))
+    if kind == "flood_requests":
+        return (f"{r['requests_sent']:,} requests sent, {r['service']['lines_received']:,} forwarded, "
+                f"{r['client']['lines_received']:,} answers read")
+    if kind == "inflight_flood":
+        refused = sum(r["refused"].values())
+        return (f"{r['forwarded']:,} forwarded, {refused:,} refused, "
+                f"{sum(r['failed_at_close'].values()):,} failed when the Service left")
+    if "before" in r:
+        return "before: " + answer_summary(r["before"]) + "; after: " + answer_summary(r["after"]["array"])
+    return answer_summary(r)
+
+
+def answer_summary(r):
+    if not r.get("answered"):
+        return "no answer"
+    if r.get("closed"):
+        return f"closed after {r['after_s']:.2f} s"
+    return f"answered in {r['after_s']:.2f} s: {(r.get('message') or 'a result')[:48]}"
+
+
+def fmt_ms(v):
+    return "n/a" if v is None or v != v else (f"{v:,.1f}" if v < 1000 else f"{v:,.0f}")
+
+
+def fmt_mib(v):
+    return "n/a" if v is None else f"{v:,.0f}"
+
+
+def overload_rows(case, run, key):
+    """The table of one Manager's overload run: the canary alone (all attacks' windows), then each attack."""
+    figures = run["attacks"]
+    alone = sorted(v for f in figures.values() if "error" not in f for v in f["alone_ms"])
+    p = [alone[max(0, math.ceil(q / 100 * len(alone)) - 1)] if alone else None for q in (50, 99)]
+    out = [f"    {'alone':18} {fmt_ms(p[0]):>8} {fmt_ms(p[1]):>8} {fmt_ms(alone[-1] if alone else None):>9} "
+           f"{len(alone):>6}"]
+    for attack in case.attacks:
+        f = figures.get(attack.label, {"error": "not run"})
+        if "error" in f:
+            out.append(f"    {attack.label:18} FAILED: {f['error']}")
+            continue
+        a = f["attack"]
+        verdict = ("met" if overload_met(f) else "NOT met") if key == "netmgr" else "-"
+        out.append(f"    {attack.label:18} {fmt_ms(a['p50_ms']):>8} {fmt_ms(a['p99_ms']):>8} "
+                   f"{fmt_ms(a['max_ms']):>9} {a['calls']:>6} {fmt_mib(f['rss_before_mib']):>7} "
+                   f"{fmt_mib(f['rss_peak_mib']):>7} {fmt_mib(f['rss_after_mib']):>7} {f['bound_mb']:>6,.0f}  "
+                   f"{verdict:8} {f['status']}; {attacker_summary(f['attacker'])}")
+    return out
+
+
+def render_overload(case, results, keys):
+    labels = manager_labels()
+    out = ["", f"[{case.name}] {case.title}"]
+    for a in case.attacks:
+        size = f" (N = {a.size:,})" if a.size else (f" (N = {a.count:,})" if a.count else "")
+        out.append(f"  {a.label:18} {a.finding}{size}")
+    out.append("  canary: its echo calls overlapping the window, ms (a call with no answer counts with its age); "
+               "RSS: the Manager's VmRSS in MiB, before the attack, peak (also VmHWM) and after it; bound: "
+               "netmgr's allowance over 'before', MB")
+    head = (f"    {'attack':18} {'p50':>8} {'p99':>8} {'max':>9} {'calls':>6} {'before':>7} {'peak':>7} "
+            f"{'after':>7} {'bound':>6}  {'target':8} status; attacker saw")
+    for k in MANAGER_KEYS:
+        runs = results[case.name].get(k)
+        if k not in keys or not runs:
+            continue
+        out += [f"  {labels[k]}", head]
+        out += (overload_rows(case, runs[0], k) if "error" not in runs[0]
+                else [f"    FAILED: {runs[0]['error']}"])
+    run = (results[case.name].get("netmgr") or [None])[0]
+    if run and "error" not in run:
+        met = sum(1 for a in case.attacks if overload_met(run["attacks"].get(a.label, {"error": "not run"})))
+        out.append(f"  targets for netmgr (issue 10): under each attack canary p99 <= "
+                   f"{OVERLOAD_TARGETS['p99_ms']:g} ms and max <= {OVERLOAD_TARGETS['max_ms']:g} ms, status ok, "
+                   f"RSS peak <= before + bound: met under {met} of {len(case.attacks)} attacks")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The report
 
 def render(cases, results, keys, opts, machine):
@@ -193,6 +307,9 @@ def render(cases, results, keys, opts, machine):
     for case in cases:
         if isinstance(case, LibSeqCase):
             out += render_lib_seq(case, results, keys, opts)
+            continue
+        if isinstance(case, OverloadCase):
+            out += render_overload(case, results, keys)
             continue
         out += render_case(case, results)
         out += render_case_notes(case, results, keys, opts)
@@ -212,12 +329,15 @@ def render_header(cases, opts, machine):
         f"{opts.gen_procs} process(es); Manager DBs and logs in {machine['tmpdir']}",
         "ratio = netmgr / msl-network 1.0 (higher is better for req/s and handshakes/s, lower for the rest)",
     ]
+    if all(isinstance(c, OverloadCase) for c in cases):  # none of the above applies to it
+        out[3:] = [f"Manager DBs and logs in {machine['tmpdir']}"]
     if any(c.tls for c in cases):
         made = opts.tls.made_with if opts.tls else f"none: {opts.tls_error}"
         out.append(f"TLS cases: every peer over TLS; both Managers get one key + self-signed certificate "
                    f"({made}) via --cert-file/--key-file; peers trust it as cafile, server name localhost")
-        out.append("TLS overhead = TLS case vs its plain case of this run, per Manager: TLS / plain, and "
-                   "TLS - plain (added); its ratio column = netmgr / msl-network 1.0 of the added cost")
+        if any(c.name in PLAIN_OF for c in cases):
+            out.append("TLS overhead = TLS case vs its plain case of this run, per Manager: TLS / plain, and "
+                       "TLS - plain (added); its ratio column = netmgr / msl-network 1.0 of the added cost")
     return out
 
 
@@ -281,6 +401,11 @@ def json_doc(cases, results, keys, opts, machine, notes, interrupted):
 
 
 def case_json(case, cases, results, keys, opts):
+    if isinstance(case, OverloadCase):
+        return {"title": case.title, "targets": OVERLOAD_TARGETS,
+                "attacks": {a.label: {"finding": a.finding, "duration": a.duration, "size": a.size,
+                                      "count": a.count, "bound_mb": a.bound_mb} for a in case.attacks},
+                "runs": results[case.name]}
     doc = {"title": case.title,
            "median": {k: summarize(results[case.name].get(k, []), case_rows(case))
                       for k in case_keys(case, keys, opts)}}

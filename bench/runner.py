@@ -18,9 +18,10 @@ from pathlib import Path
 import orjson
 
 from bench import managers, procs
-from bench.cases import (CASE_NAMES, IdleCase, LibSeqCase, LibThreadsCase, LoadCase, build_cases, case_rows,
-                         lib_paths)
-from bench.report import json_doc, render, short
+from bench.cases import (CASE_NAMES, DEFAULT_CASES, IdleCase, LibSeqCase, LibThreadsCase, LoadCase, OverloadCase,
+                         build_cases, case_rows, lib_paths, overload_attacks)
+from bench.overload import run_overload_case
+from bench.report import json_doc, render, short, short_overload
 from bench.runs import CaseError, run_idle_case, run_lib_seq_case, run_lib_threads_case, run_load_case
 from bench.wire import ProtocolFailure
 
@@ -34,7 +35,9 @@ DEFAULTS = {
     "lib_rounds": (12, 2),
     "lib_burst": (100, 25),
 }
-RUNNERS = {LoadCase: run_load_case, IdleCase: run_idle_case, LibThreadsCase: run_lib_threads_case}
+RUNNERS = {LoadCase: run_load_case, IdleCase: run_idle_case, LibThreadsCase: run_lib_threads_case,
+           OverloadCase: run_overload_case}
+ATTACK_LABELS = tuple(a.label for a in overload_attacks(quick=False))
 # what a failed run raises; anything else is a bug of the benchmark (reported with its traceback)
 RUN_ERRORS = (CaseError, managers.ManagerError, OSError, ProtocolFailure, ValueError)
 
@@ -78,7 +81,10 @@ def build_parser():
     p = argparse.ArgumentParser(prog="python -m bench", description="Benchmark netmgr against the "
                                 "MSL-Network 1.0 Manager with raw-protocol load (see bench/README.md).")
     p.add_argument("--quick", action="store_true", help="tiny counts (whole run < 30 s), for CI smoke tests")
-    p.add_argument("--cases", default=",".join(CASE_NAMES), help=f"comma list of {', '.join(CASE_NAMES)}")
+    p.add_argument("--cases", default=",".join(DEFAULT_CASES),
+                   help=f"comma list of {', '.join(CASE_NAMES)} (default: all but overload)")
+    p.add_argument("--attacks", default="", help=f"overload only: comma list of {', '.join(ATTACK_LABELS)} "
+                                                 "(default: all)")
     p.add_argument("--managers", default="msl,netmgr", help="comma list of msl, netmgr")
     p.add_argument("--duration", type=float, help="measured seconds per case (default 5; --quick 0.5)")
     p.add_argument("--warmup", type=float, help="warm-up seconds before measuring (default 1; --quick 0.2)")
@@ -123,6 +129,10 @@ def check_options(p, opts):
     bad = [c for c in opts.case_list if c not in CASE_NAMES]
     if bad:
         p.error(f"unknown case(s) {bad}; choose from {', '.join(CASE_NAMES)}")
+    opts.attack_list = [a.strip() for a in opts.attacks.split(",") if a.strip()]
+    bad = [a for a in opts.attack_list if a not in ATTACK_LABELS]
+    if bad:
+        p.error(f"unknown attack(s) {bad}; choose from {', '.join(ATTACK_LABELS)}")
     opts.manager_list = [m.strip() for m in opts.managers.split(",") if m.strip()]
     bad = [m for m in opts.manager_list if m not in managers.MANAGERS]
     if bad:
@@ -177,10 +187,12 @@ def run_manager_repeat(key, case, opts, tmproot, rep, results):
     tmp = tmproot / f"{case.name}-{key}-{rep}"
     tmp.mkdir(parents=True)
     t0 = time.monotonic()
-    m, error, msg = attempt(lambda: RUNNERS[type(case)](key, case, opts, tmp),
-                            lambda m: short(m, case_rows(case)))
+    summary = short_overload if isinstance(case, OverloadCase) else lambda m: short(m, case_rows(case))
+    m, error, msg = attempt(lambda: RUNNERS[type(case)](key, case, opts, tmp), summary)
     results[case.name].setdefault(key, []).append({"error": error} if error else m)
     progress(opts, rep, case, key, msg, t0)
+    if m is not None and isinstance(case, OverloadCase):
+        return any("error" in f for f in m["attacks"].values())  # an attack that could not be run
     return error is not None
 
 
@@ -202,6 +214,8 @@ def run_repeat(case, keys, order, opts, tmproot, rep, results):
     """Repeat ``rep`` of ``case``: each Manager in ``order`` (lib_seq: every path in one run)."""
     if isinstance(case, LibSeqCase):
         return run_lib_seq_repeat(case, keys, opts, tmproot, rep, results)
+    if isinstance(case, OverloadCase) and rep > 0:
+        return False  # one run per Manager: its figures are worst cases, not medians
     failed = False
     for key in order:
         if isinstance(case, LibThreadsCase) and key in opts.lib_skip:
