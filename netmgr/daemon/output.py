@@ -17,6 +17,7 @@ The bounds (reference 6.16; NATS's ``max_pending`` and ``write_deadline``, Redis
 :class:`Output` is a mixin of :class:`netmgr.daemon.session.Session` and uses its ``sock``,
 ``manager``, ``closed``, ``name`` and ``abort``.
 """
+import collections
 import time
 
 import gevent
@@ -26,13 +27,26 @@ from netmgr.protocol import dumps
 
 #: bytes per blocking send of the writer greenlet: a peer must take this much per write_timeout
 WRITE_PIECE = 64 * 1024
+#: at most this much of the queue is joined for one non-blocking send
+FLUSH_JOIN = 1024 * 1024
+
+
+def _take(out, limit):
+    """Join queued pieces from the front of ``out`` up to about ``limit`` bytes (at least one):
+    a backlog of hundreds of MB is never joined, nor copied, as a whole."""
+    parts, size = [], 0
+    while out and size < limit:
+        piece = out.popleft()
+        parts.append(piece)
+        size += len(piece)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class Output:
     """The outbound queue of a session (a mixin; see the module docstring)."""
 
     def _init_output(self):
-        self._out = []
+        self._out = collections.deque()
         self._queued = 0  # bytes queued and not yet accepted by the kernel (plaintext)
         self._dirty = False  # a flush of this session is scheduled
         self._writer = None
@@ -70,7 +84,7 @@ class Output:
         """Forget what is queued (the peer is gone); give its bytes back to the global budget."""
         self.manager.queued_total -= self._queued
         self._queued = 0
-        self._out = []
+        self._out.clear()
 
     def flush(self):
         """Send what is queued without blocking; hand the rest to a writer greenlet."""
@@ -78,8 +92,7 @@ class Output:
         out = self._out
         if self._writer is not None or not out or self.closed:
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        self._out = out = []
+        data = out.popleft() if len(out) == 1 else _take(out, FLUSH_JOIN)
         try:
             sent = self.sock.send(data, 0, 0.0)  # timeout 0: EAGAIN raises instead of waiting
         except BlockingIOError:
@@ -88,9 +101,9 @@ class Output:
             self.abort(f"write failed: {exc}")
             return
         self._dequeue(sent)
-        if sent < len(data) or (self._tls and self.sock.backlog):
+        if sent < len(data) or out or (self._tls and self.sock.backlog):
             if sent < len(data):
-                out.append(memoryview(data)[sent:] if sent else data)
+                out.appendleft(memoryview(data)[sent:] if sent else data)
             self._start_writer()
 
     def _start_writer(self):
@@ -99,11 +112,10 @@ class Output:
         self.manager.writing.add(self)
 
     def _write_loop(self):
+        out = self._out
         try:
-            while self._out or (self._tls and self.sock.backlog):
-                out = self._out
-                self._out = []
-                data = out[0] if len(out) == 1 else b"".join(out)
+            while out or (self._tls and self.sock.backlog):
+                data = out.popleft() if len(out) == 1 else _take(out, WRITE_PIECE) if out else b""
                 self._send_pieces(memoryview(data))
         except OSError as exc:
             self.abort(f"write failed: {exc}")

@@ -33,9 +33,20 @@ THREADPOOL_PARSE_BYTES = 1 << 20
 #: A turn of a session's read loop: at most this many lines, or bytes received, then it yields.
 TURN_LINES = 512
 TURN_BYTES = 256 * 1024
+TURN_PAUSE = 1e-6  # any timer: it fires after the next poll
 #: A trailing unterminated line at EOF longer than this is dropped rather than parsed.
 TAIL_LIMIT = 64 * 1024
 TERMINAL_TOO_LONG = f"ValueError: a terminal-syntax line is limited to {MAX_TERMINAL_LINE} bytes"
+
+
+def _next_turn():
+    """Yield to the hub until it has polled every socket once.
+
+    ``gevent.sleep(0)`` only queues a callback, and the hub runs queued callbacks for up to a
+    switch interval (5 ms) before it polls: a flooding peer could take several turns before the
+    others are even read. A timer fires only after the poll.
+    """
+    gevent.sleep(TURN_PAUSE)
 
 
 def _envelope_of(line):
@@ -109,8 +120,8 @@ class Session(Output):
                 self.manager.record(self, "disconnected")
                 for n, (session, message) in enumerate(effects, 1):
                     session.send(dumps(message))
-                    if n % 1000 == 0:
-                        gevent.sleep(0)  # thousands of failed requests: let others run meanwhile
+                    if n % 256 == 0:
+                        _next_turn()  # thousands of failed requests: let others run meanwhile
             if flush and self._out and self._writer is None:
                 self._start_writer()  # a rejection must reach the peer
             if self._writer is not None and flush:
@@ -167,7 +178,7 @@ class Session(Output):
                     return
                 n += 1
                 if n >= TURN_LINES:
-                    gevent.sleep(0)  # the rest of this chunk waits for the next turn
+                    _next_turn()  # the rest of this chunk waits for the next turn
                     n = turn = 0
             data = recv(size)
             if not data:
@@ -179,7 +190,7 @@ class Session(Output):
             self._track_partial_line()
             turn += len(data)
             if turn >= TURN_BYTES:
-                gevent.sleep(0)
+                _next_turn()
                 turn = 0
 
     def _track_partial_line(self):
