@@ -132,8 +132,9 @@ class Brake:
         return len(times) > self.rate
 
     def check(self, verify, *keys):
-        """``verify()``, after waiting for the slot when the brake is engaged for any key."""
-        if not any(self.engaged(key) for key in keys):
+        """``verify()``, after waiting for the slot when the brake is engaged for any key
+        (the global count, key None, when no key is given)."""
+        if not any(self.engaged(key) for key in keys or (None,)):
             return verify()
         with self._slot:
             result = verify()
