@@ -70,14 +70,13 @@ def _add_command(action):
 
 
 def _remove_command(action):
-    @user.command(action)
+    @user.command(action, help=f"{action.title()} a user.")
     @click.argument("username", required=False)
     @database_option
     @config_option
     def command(config_file, username, database):
         cfg = settings(config_file, database=database)
         click.echo(actions.remove_user(cfg.database, action, username, home=cfg.home))
-    command.__doc__ = f"{action.title()} a user."
     return command
 
 
@@ -116,7 +115,7 @@ def hostname():
 
 
 def _hostname_command(action, adding):
-    @hostname.command(action)
+    @hostname.command(action, help=f"{action.title()} trusted hostnames.")
     @click.argument("names", nargs=-1)
     @database_option
     @config_option
@@ -129,7 +128,6 @@ def _hostname_command(action, adding):
         for ok, text in results:
             click.echo(text, err=not ok)
         return 0 if all(ok for ok, _ in results) else 1
-    command.__doc__ = f"{action.title()} trusted hostnames."
     return command
 
 

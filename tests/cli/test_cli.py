@@ -666,3 +666,16 @@ def test_root_gives_new_files_to_the_service_user(tmp_path, monkeypatch):
     for path in (service_home / "manager.sqlite3", service_home / "keys", service_home / "keys" / "localhost.key",
                  service_home / "certs" / "localhost.crt"):
         assert path.stat().st_uid == 65534, path
+
+
+def test_every_command_has_a_help_line():
+    """`netmgr --help` and each group's help list every command with a one-line description."""
+    import click as _click
+
+    def walk(group, path):
+        for name, command in group.commands.items():
+            assert command.get_short_help_str().strip(), f"{path} {name} has no help line"
+            if isinstance(command, _click.Group):
+                walk(command, f"{path} {name}")
+
+    walk(cli.cli, "netmgr")
