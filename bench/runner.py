@@ -125,6 +125,8 @@ def check_options(p, opts):
                 "positive, --warmup >= 0")
     if not 1 <= opts.gen_procs <= 2:
         p.error("--gen-procs must be 1 or 2")
+    if not os.path.isdir(opts.tmpdir):
+        p.error(f"--tmpdir {opts.tmpdir}: no such directory (create it, or leave the option out)")
     opts.case_list = [c.strip() for c in opts.cases.split(",") if c.strip()]
     bad = [c for c in opts.case_list if c not in CASE_NAMES]
     if bad:

@@ -76,3 +76,10 @@ def test_summarize_takes_medians_sums_errors_and_skips_failed_runs():
     med = report.summarize(runs, LOAD_ROWS)
     assert med == {"rps": 2.0, "errors": 3}
     assert report.summarize(runs[3:], LOAD_ROWS) is None
+
+
+def test_a_missing_tmpdir_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        runner.parse_args(["--tmpdir", "/nonexistent/netmgr-bench", "--quick"])
+    assert exc.value.code == 2
+    assert "--tmpdir /nonexistent/netmgr-bench: no such directory" in capsys.readouterr().err
