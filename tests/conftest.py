@@ -4,6 +4,7 @@
 msl-network 1.0 Manager from PyPI (for tests that show a 1.0 flaw next to netmgr's fix).
 Readiness is the start-up line ``Network Manager running on <host>:<port>``, never a sleep.
 """
+import faulthandler
 import os
 import re
 import signal
@@ -125,3 +126,12 @@ def msl_factory(tmp_path):
     yield start
     for mgr in started:
         mgr.stop(sig=signal.SIGINT)
+
+
+@pytest.fixture
+def watchdog(request):
+    """A hung test dumps every thread's stack and ends the run after the module's
+    ``TEST_DEADLINE`` seconds (no pytest-timeout). Use: ``pytestmark = pytest.mark.usefixtures("watchdog")``."""
+    faulthandler.dump_traceback_later(getattr(request.module, "TEST_DEADLINE", 120), exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()

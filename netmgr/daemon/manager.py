@@ -225,7 +225,7 @@ class Manager:
         self.server.pool.kill(block=True, timeout=1)
         self.server = None
         gevent.killall(self._background)
-        self._flush_once()
+        self.flush_connection_log()
         models.close_db()
         logger.info("stopped")
 
@@ -293,7 +293,7 @@ class Manager:
         shown = None
         while True:
             gevent.sleep(self.FLUSH_INTERVAL)
-            self._flush_once()
+            self.flush_connection_log()
             text = self.describe()
             if text != shown:
                 shown = text
@@ -335,8 +335,6 @@ class Manager:
             self._events.flush()
         except Exception as exc:  # noqa: BLE001 -- kept for the next try; never kill the Manager
             logger.warning("connections_flush_failed", error=str(exc))
-
-    _flush_once = flush_connection_log  # the name the background loop and stop() use
 
     # ------------------------------------------------------------------ peers
     def name_peer(self, ip, port):

@@ -174,8 +174,12 @@ class Session(Output):
         while not self.closed:
             n = 0
             while lines:
-                if self._dispatch_safely(lines.popleft()) is False or self.closed or self._hangup:
+                line = lines.popleft()
+                if self._dispatch_safely(line) is False or self.closed or self._hangup:
                     return
+                if len(line) >= THREADPOOL_PARSE_BYTES:
+                    del line  # its last reference: the heap pages can go back now
+                    trim_memory()
                 n += 1
                 if n >= TURN_LINES:
                     _next_turn()  # the rest of this chunk waits for the next turn
@@ -326,12 +330,8 @@ class Session(Output):
                 self.reply_error(message, "")
                 return True
             raw = False
-        try:
-            return self._route(line, data, raw)
-        finally:
-            if big:
-                del line, data
-                trim_memory()
+        return self._route(line, data, raw)
+
     def _route(self, line, data, raw):
         verdict, effects = routing.route(self.manager.registry, self.record, line, data, raw)
         for handle, out in effects:

@@ -9,7 +9,6 @@
 
 Every wait is on a readiness line, a process exit or a bounded poll, never a bare sleep.
 """
-import faulthandler
 import json
 import os
 import signal
@@ -32,11 +31,7 @@ PW = "dummy pw!"
 TEST_DEADLINE = 120  # a hung test dumps every thread's stack and ends the run
 
 
-@pytest.fixture(autouse=True)
-def watchdog():
-    faulthandler.dump_traceback_later(TEST_DEADLINE, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,6 @@ environment variables (netmgr.config), so a Manager that lacks a limit still sta
 behaviour, not on its command line. Nothing sleeps a fixed time: the canary's first calls are the
 readiness signal, and a state is polled with a deadline.
 """
-import faulthandler
 import os
 import resource
 import sqlite3
@@ -43,11 +42,7 @@ ADMIN_PW, CANARY_PW = "admin pw", "canary pw"
 TEST_DEADLINE = 240  # a hung test dumps every thread's stack and ends the run
 
 
-@pytest.fixture(autouse=True)
-def watchdog():
-    faulthandler.dump_traceback_later(TEST_DEADLINE, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 def kib(mb):

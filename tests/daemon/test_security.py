@@ -6,7 +6,6 @@ reference, sections 1.3, 1.7, 2, 4, the section 5 checklists (test_connect, test
 fixes of 6.1. Each test waits on conditions (bounded polls, futures, socket timeouts), never on a
 fixed sleep; a watchdog ends a hung test.
 """
-import faulthandler
 import json
 import os
 import shutil
@@ -36,11 +35,7 @@ TEST_DEADLINE = 90  # a hung test dumps every thread's stack and ends the run
 FAST_BCRYPT = ("--bcrypt-rounds", "4")  # re-hashing on login stays cheap in tests
 
 
-@pytest.fixture(autouse=True)
-def watchdog():
-    faulthandler.dump_traceback_later(TEST_DEADLINE, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 

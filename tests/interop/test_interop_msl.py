@@ -10,7 +10,6 @@ Waiting is always on a condition (a bounded poll, a future, a thread join), neve
 sleep; the only timing thresholds are coarse concurrency checks.
 """
 import concurrent.futures
-import faulthandler
 import platform
 import re
 import threading
@@ -93,11 +92,7 @@ class Network:
         assert not errors, errors
 
 
-@pytest.fixture(autouse=True)
-def watchdog():
-    faulthandler.dump_traceback_later(TEST_DEADLINE, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 @pytest.fixture
