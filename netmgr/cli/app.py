@@ -153,10 +153,10 @@ def main(argv=None):
 
 # The command modules import `cli` and the helpers above from here, and add their commands to it
 # as they are imported: these imports come last so that a module imported first finds them.
-from netmgr.cli import start, keys, access, host, show  # noqa: E402 -- see the comment above
+from netmgr.cli import start, keys, access, host, show, control  # noqa: E402 -- see the comment above
 
 #: The modules that make up the command tree, in the order their commands are added.
-COMMAND_MODULES = (start, keys, access, host, show)
+COMMAND_MODULES = (start, keys, access, host, show, control)
 
 
 if __name__ == "__main__":  # ``python -m netmgr.cli.app``: the commands joined the imported module's cli
