@@ -24,9 +24,10 @@ import configparser
 import logging
 import math
 import os
+import time
 
 from netmgr.errors import ConfigError, Failed, UsageError
-from netmgr.hostinfo import database_path, default_cert_and_key, default_home
+from netmgr.hostinfo import database_path, default_cert_and_key, default_home, log_dir
 
 SYSTEM_CONFIG = "/etc/netmgr/netmgr.conf"
 """The config file read when neither ``--config`` nor ``$NETMGR_CONFIG`` names one (if it exists)."""
@@ -36,6 +37,8 @@ ENV_PREFIX = "NETMGR_"
 SECTION = "netmgr"
 AUTH_MODES = ("none", "password", "login", "hostname")
 SECRET_KEYS = ("auth_password", "key_file_password")
+LOG_NAME = "manager-%Y-%m-%d-%H-%M-%S.log"  # 1.0's log file, named after the start time
+LOG_NAME_SHOWN = "manager-YYYY-MM-DD-HH-MM-SS.log"  # the same, as ``netmgr config`` shows it
 
 
 # ------------------------------------------------------------------------------ secrets
@@ -70,6 +73,11 @@ def _path(text):
 
 def _log_file(text):
     return "" if text.strip().lower() == "none" else _path(text)  # "none": no log file
+
+
+def _control_socket(text):
+    """A UNIX socket path; ``none`` (or empty): no control socket."""
+    return "" if text.strip().lower() in ("", "none") else _path(text)
 
 
 def _int(low, high=None):
@@ -180,12 +188,13 @@ KEYS = {
     "max_startups_per_address": (_int(1), 128),
     "connections_max_rows": (_int(0), 1_000_000),
     "connections_max_age": (_float(0), 0.0),
+    "control_socket": (_control_socket, None),
 }
 DEFAULTS = {key: default for key, (_, default) in KEYS.items()}
 
 #: keys a reload (SIGHUP) cannot change in a running Manager: they need a restart
 RESTART_ONLY = ("host", "port", "database", "disable_tls", "home", "auth", "auth_password",
-                "max_connections", "log_file", "auth_workers")
+                "max_connections", "log_file", "auth_workers", "control_socket")
 
 
 def env_name(key):
@@ -264,21 +273,43 @@ class Config:
         cert, key = default_cert_and_key(host, self.home)
         return self._values["cert_file"] or cert, self._values["key_file"] or key
 
+    def log_path(self, when=None):
+        """The log file of a Manager started at `when` (a ``time.struct_time``, default now): the
+        configured one (``""``: none), else 1.0's ``HOME/logs/manager-<local start time>.log``."""
+        if self.log_file is not None:
+            return self.log_file
+        return os.path.join(log_dir(self.home), time.strftime(LOG_NAME, when or time.localtime()))
+
     def items(self):
-        """``[(key, shown value, source)]`` for every key; secrets are shown as ``<set>``."""
+        """``[(key, shown value, source)]`` for every key; secrets are shown as ``<set>``.
+
+        A path that is not set shows the one the Manager derives (``netmgr start``), with a
+        source naming where that came from, e.g. ``home (default)``, ``home (NETMGR_HOME)``.
+        """
+        derived = self._derived()
         rows = []
         for key in KEYS:
-            value = getattr(self, key) if key in ("home", "database") else self._values[key]
+            value, source = self._values[key], self.source(key)
+            if value is None and key in derived:
+                value, source = derived[key]
             if key in SECRET_KEYS and value is not None:
                 value = "<set>"
             elif isinstance(value, tuple):  # max_startups, written as in the file
                 value = ":".join(map(str, value))
-            rows.append((key, value, self.source(key) if key not in ("home", "database")
-                         or self._values[key] else self._derived_source(key)))
+            rows.append((key, value, source))
         return rows
 
-    def _derived_source(self, key):
-        return "default" if key == "home" else f"home ({self.source('home')})"
+    def _derived(self):
+        """``{key: (value, source)}`` of the paths that ``netmgr start`` derives when they are not set."""
+        from_home = f"home ({self.source('home')})"
+        cert, key = default_cert_and_key(self.host, self.home)  # start names them after --host
+        if self._values["cert_file"] is not None:  # a certificate alone must also hold the key (1.0)
+            key, key_source = self._values["cert_file"], "cert_file"
+        else:
+            key_source = from_home
+        return {"home": (self.home, "default"), "database": (self.database, from_home),
+                "cert_file": (cert, from_home), "key_file": (key, key_source),
+                "log_file": (os.path.join(log_dir(self.home), LOG_NAME_SHOWN), from_home)}
 
     def as_dict(self):
         return {key: value for key, value, _ in self.items()}

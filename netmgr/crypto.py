@@ -21,15 +21,22 @@ Deliberate differences from 1.0 (reference §6.1 item 10):
   from also trusting any other certificate signed with the server's key, which ``ca=True`` would;
 * ``extensions=None`` means the defaults above and ``extensions=[]`` means none at all (1.0
   added its SAN only when the Common Name was this computer's hostname);
-* :func:`dump_certificate` lists every extension; 1.0 printed only the last one, so the texts are
-  identical for certificates with at most one extension (every certificate 1.0 generates).
+* :func:`dump_certificate` lists every extension; 1.0 printed only the last one. It also prints
+  the SHA-256 fingerprint (what a client's trust-on-first-use prompt asks to compare) just before
+  1.0's last two lines, ``Fingerprint (SHA1):`` and the SHA-1 fingerprint; otherwise the texts
+  are identical for certificates with at most one extension (every certificate 1.0 generates);
+* certificates are signed only with the hashes of :data:`SIGNATURE_HASHES` (1.0 offered every
+  hash class, and failed later for MD5, SHA1, BLAKE2, SM3 …); :func:`fingerprint` takes any;
+* :func:`load_key` and :func:`server_context` name the file at fault (a key or a certificate).
 """
+import contextlib
 import datetime
 import inspect
 import ipaddress
 import math
 import os
 import re
+import shutil
 import ssl
 
 from cryptography import x509
@@ -41,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from netmgr import hostinfo
+from netmgr.errors import StartupError
 
 KEY_MODE = 0o600
 CLOCK_SKEW = datetime.timedelta(days=1)
@@ -55,6 +63,11 @@ _CURVES.update(PRIME192V1=ec.SECP192R1, PRIME256V1=ec.SECP256R1)
 _HASHES = {name.upper(): obj for name, obj in ((n, getattr(hashes, n)) for n in dir(hashes))
            if not name.startswith("_") and inspect.isclass(obj)
            and issubclass(obj, hashes.HashAlgorithm) and obj is not hashes.HashAlgorithm}
+
+# What cryptography signs a certificate with (RSA and EC keys; DSA keys take SHA-2 only); the
+# other hashes fail with "not supported for signatures". In ``dir`` order, as 1.0 lists them.
+SIGNATURE_HASHES = ("SHA224", "SHA256", "SHA384", "SHA3_224", "SHA3_256", "SHA3_384", "SHA3_512",
+                    "SHA512")
 
 # The BLAKE2 classes take a digest size; cryptography only supports their full sizes.
 _DIGEST_SIZES = {"BLAKE2B": 64, "BLAKE2S": 32}
@@ -112,19 +125,38 @@ def _write_private(path, data):
 
 
 def load_key(path, password=None):
-    """Return the private key in the PEM file `path`; a wrong or missing password raises ValueError."""
+    """Return the private key in the PEM file `path`.
+
+    A file that holds no usable key, or a wrong or missing password, raises ValueError
+    ``cannot load the private key <path>: <reason>``; a file that cannot be read, OSError.
+    """
     with open(path, "rb") as f:
         data = f.read()
     pw = None if password is None else _to_bytes(password)
     try:
         return serialization.load_pem_private_key(data, password=pw)
-    except TypeError as e:  # cryptography says "Password was not given but private key is encrypted"
-        raise ValueError(str(e)) from None
+    except (TypeError, ValueError) as e:  # TypeError: "Password was not given but private key is encrypted"
+        raise ValueError(f"cannot load the private key {path}: {e}") from None
 
 
 def is_private_key_safe(path):
     """Whether no one but the owner may read or write the key file `path` (no group/other mode bits)."""
     return os.stat(path).st_mode & 0o077 == 0
+
+
+def keep_backup(path, private=False):
+    """Copy `path` to ``<path>.bak`` (replacing an older one) and return that path.
+
+    A `private` (key) file's copy is written with mode 0600 from the start, as keys are; any
+    other file keeps its mode. The original stays in place until its replacement is written.
+    """
+    backup = os.fspath(path) + ".bak"
+    if private:
+        with open(path, "rb") as f:
+            _write_private(backup, f.read())
+    else:
+        shutil.copy2(path, backup)
+    return backup
 
 
 # -------------------------------------------------------------------------------- certificates
@@ -135,11 +167,11 @@ def generate_certificate(path, key_path, key_password=None, algorithm="SHA256", 
 
     If `key_path` does not exist an RSA-2048 key is created there first (encrypted with
     `key_password` if given), as 1.0 does. `algorithm` is the name (any case) of a
-    ``cryptography`` hash class or a ``HashAlgorithm``. `name` defaults to 1.0's subject with
+    :data:`SIGNATURE_HASHES` or a ``HashAlgorithm``. `name` defaults to 1.0's subject with
     CN = `hostname` or this computer's hostname; `extensions` (``ExtensionType`` list, added
     non-critical) defaults to the ones described in the module docstring. Returns `path`.
     """
-    hash_algorithm = _hash(algorithm)
+    hash_algorithm = signature_hash(algorithm)
     if not os.path.isfile(key_path):
         generate_key(key_path, password=key_password)
     key = load_key(key_path, key_password)
@@ -234,16 +266,21 @@ def _add_years(when, years):
         return when.replace(year=when.year + years, day=28)
 
 
-def _hash(algorithm):
-    """A ``HashAlgorithm`` instance from an instance or a class name (any case), with 1.0's errors."""
+def signature_hash(algorithm):
+    """The ``HashAlgorithm`` to sign with: an instance, or a name of :data:`SIGNATURE_HASHES` (any case)."""
+    return _hash(algorithm, SIGNATURE_HASHES)
+
+
+def _hash(algorithm, allowed=tuple(_HASHES)):
+    """A ``HashAlgorithm`` instance from an instance or a name of `allowed` (any case), with 1.0's errors."""
     if isinstance(algorithm, hashes.HashAlgorithm):
         return algorithm
     if not isinstance(algorithm, str):
         raise TypeError("The hash algorithm must be a string or HashAlgorithm instance")
     name = algorithm.upper()
-    if name not in _HASHES:
-        allowed = ", ".join(_HASHES)
-        raise ValueError(f"Invalid hash algorithm {name!r}. Allowed algorithms are\n{allowed}")
+    if name not in allowed:
+        names = ", ".join(allowed)
+        raise ValueError(f"Invalid hash algorithm {name!r}. Allowed algorithms are\n{names}")
     if name in _DIGEST_SIZES:
         return _HASHES[name](_DIGEST_SIZES[name])
     try:
@@ -289,7 +326,8 @@ def dump_certificate(cert):
     oid, name = _oid(cert.signature_algorithm_oid)
     lines += ["Signature Algorithm:", "  oid: " + oid, "  name: " + name, "  value:",
               _justify(_colon_hex(cert.signature))]
-    lines += ["Fingerprint (SHA1):", fingerprint(cert)]
+    lines += ["Fingerprint (SHA256):", fingerprint(cert, "SHA256")]  # new: see the module docstring
+    lines += ["Fingerprint (SHA1):", fingerprint(cert)]  # 1.0's last two lines
     return "\n".join(lines)
 
 
@@ -356,13 +394,53 @@ def _oid(oid):
 def server_context(cert_path, key_path=None, key_password=None):
     """The Manager's ``ssl.SSLContext`` (TLS >= 1.2); without `key_path` the key is read from `cert_path`.
 
+    A file that cannot be used raises :class:`~netmgr.errors.StartupError` naming it:
+    ``cannot load the certificate <cert>: <reason>``, ``cannot load the private key <key>:
+    <reason>`` or ``the private key <key> does not match the certificate <cert>``.
+
     DSA keys load, but no default client completes a handshake with them (Python's default
     ciphers exclude aDSS and TLS 1.3 has no DSA), exactly as with 1.0; use RSA or EC.
     """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert_path, key_path, key_password)
+    try:
+        context.load_cert_chain(cert_path, key_path, key_password)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise StartupError(_load_problem(cert_path, key_path or cert_path, key_password, exc)) from None
     return context
+
+
+def _load_problem(cert_path, key_path, key_password, exc):
+    """Which file `load_cert_chain` failed on, and why: OpenSSL says "PEM lib" for both files."""
+    try:
+        cert = load_certificate(cert_path)
+    except (OSError, ValueError) as e:
+        return f"cannot load the certificate {cert_path}: {_reason(e)}"
+    try:
+        key = _key_as_ssl_reads_it(key_path, key_password)
+    except OSError as e:
+        return f"cannot load the private key {key_path}: {_reason(e)}"
+    except ValueError as e:
+        return str(e)  # cannot load the private key <path>: <reason>
+    if key.public_key() != cert.public_key():  # OpenSSL: KEY_VALUES_MISMATCH, NO_CERTIFICATE_ASSIGNED
+        return f"the private key {key_path} does not match the certificate {cert_path}"
+    return f"cannot load the certificate {cert_path} with the private key {key_path}: {_reason(exc)}"
+
+
+def _key_as_ssl_reads_it(path, password):
+    """:func:`load_key`, ignoring a password that the key does not need, as ``ssl`` does."""
+    try:
+        return load_key(path, password)
+    except ValueError as e:
+        error = e
+    if password is not None:
+        with contextlib.suppress(ValueError):
+            return load_key(path)
+    raise error
+
+
+def _reason(exc):
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 def ensure_certificate(cert_path, key_path, key_password=None, hostname=None):

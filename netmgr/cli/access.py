@@ -38,7 +38,10 @@ def _list_command(group, listing, formatting, doc):
 
 @cli.group(context_settings={"help_option_names": ["-h", "--help"]})
 def user():
-    """Add, update, remove or list the users of --auth-login (and administrators)."""
+    """Add, update, remove or list users.
+
+    The users of --auth-login, and the administrators.
+    """
 
 
 def _user_options(f):
@@ -91,9 +94,10 @@ for _action in ("remove", "delete"):
 @click.option("--admin/--no-admin", "-a/-A", default=None,
               help="Give or take administrator rights [default: unchanged].")
 def user_update(config_file, username, password, password_file, database, bcrypt_rounds, admin):
-    """Change a user's password and/or admin rights; only what is given changes.
+    """Change a user's password and/or admin rights.
 
-    With neither --password nor --admin/--no-admin, the new password is asked for.
+    Only what is given changes; with neither --password nor --admin/--no-admin, the new
+    password is asked for.
     """
     cfg = settings(config_file, database=database, bcrypt_rounds=bcrypt_rounds)
     get_password = None
@@ -111,7 +115,10 @@ _list_command(user, actions.list_users, actions.format_users,
 
 @cli.group(context_settings={"help_option_names": ["-h", "--help"]})
 def hostname():
-    """Add, remove or list the trusted hostnames of --auth-hostname."""
+    """Add, remove or list trusted hostnames.
+
+    The hosts that --auth-hostname lets connect.
+    """
 
 
 def _hostname_command(action, adding):

@@ -147,13 +147,19 @@ def format_hostnames(result):
 
 
 def add_hostnames(path, action, names, home=None):
-    """``Added <name>`` (or ``Inserted``) per name; an existing name is left as it is."""
+    """``Added <name>`` (or ``Inserted``) per name, or ``<name> is already trusted`` (1.0 said
+    ``Added`` again; the table is unchanged either way)."""
     if not names:
         raise UsageError(f"No hostnames were {action}ed")
+    done = []
     with database(path, home, seed_hostnames=True):
         for name in names:
-            models.hostnames.insert(name)
-    return [f"{action.title()}ed {name}" for name in names]
+            if models.hostnames.is_trusted(name):
+                done.append(f"{name} is already trusted")
+            else:
+                models.hostnames.insert(name)
+                done.append(f"{action.title()}ed {name}")
+    return done
 
 
 def remove_hostnames(path, action, names, home=None):
@@ -228,23 +234,48 @@ def _positive_years(years):
     return value
 
 
-def keygen(out, algorithm="rsa", size=2048, curve="SECP384R1", password=None, home=None):
-    """``Created private RSA key '<out>'``. The key is written with mode 0600."""
+def _make_room(path, what, force, home, private=False):
+    """Refuse to replace `path` without `force`; with it, keep the old file. Returns the lines to print.
+
+    The old file is copied to ``<path>.bak`` (a key's copy with mode 0600) and stays in place
+    until the new one is written, so a failure on the way loses nothing.
+    """
+    if not os.path.exists(path):
+        return []
+    if not force:
+        raise Failed(f"The {what} {path!r} already exists: use --force to replace it "
+                     f"(keeping the old one as {path + '.bak'!r})")
+    backup = crypto.keep_backup(path, private=private)
+    adopt_owner(backup, home)
+    return [f"Kept the old {what} as {backup!r}"]
+
+
+def keygen(out, algorithm="rsa", size=2048, curve="SECP384R1", password=None, home=None, force=False):
+    """``Created private RSA key '<out>'``. The key is written with mode 0600.
+
+    An existing `out` is only replaced with `force`, after ``Kept the old private key as '<out>.bak'``.
+    """
     size = _positive_size(size)
+    done = _make_room(out, "private key", force, home, private=True)
     crypto.generate_key(out, algorithm=algorithm, password=password, size=size, curve=curve)
     adopt_owner(out, home)
-    return f"Created private {algorithm.upper()} key {out!r}"
+    return "\n".join(done + [f"Created private {algorithm.upper()} key {out!r}"])
 
 
 def certgen(out, key_file, key_password=None, algorithm="SHA256", years_valid=100, host=None,
-            show=False, home=None):
-    """``Created the self-signed certificate '<out>'``, and with `show` an empty line and the dump."""
+            show=False, home=None, force=False):
+    """``Created the self-signed certificate '<out>'``, and with `show` an empty line and the dump.
+
+    An existing `out` is only replaced with `force` (kept as ``<out>.bak``); an existing
+    `key_file` is used as it is, a missing one is created.
+    """
     years = _positive_years(years_valid)
+    done = _make_room(out, "certificate", force, home)
     crypto.generate_certificate(out, key_file, key_password=key_password, algorithm=algorithm,
                                 years_valid=years, hostname=host)
     adopt_owner(out, home)
     adopt_owner(key_file, home)
-    text = f"Created the self-signed certificate {out!r}"
+    text = "\n".join(done + [f"Created the self-signed certificate {out!r}"])
     if show:
         text += "\n\n" + crypto.dump_certificate(out)
     return text

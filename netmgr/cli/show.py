@@ -38,7 +38,10 @@ def _echo_text(text):
 @json_option
 @config_option
 def show_config(config_file, as_json):
-    """Show the settings in effect, and where each comes from."""
+    """Show the settings and where each comes from.
+
+    Paths that are not set show the ones netmgr start uses (under HOME).
+    """
     cfg = settings(config_file)
     if as_json:
         print_json({"config_file": cfg.path, "settings": cfg.as_dict()})
