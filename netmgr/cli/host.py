@@ -52,8 +52,20 @@ def delete(config_file, everything, certs, database, keys, logs, root, quiet, ye
               help="Install under this root (files only unless it is '/').")
 @click.option("--config-template", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Config file to install when /etc/netmgr/netmgr.conf does not exist yet.")
+@click.option("--wheel", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="The netmgr wheel for /opt/netmgr [default: the one this netmgr was "
+                   "installed from, or one built from its source checkout].")
+@click.option("--find-links", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Offline: take netmgr and its dependencies only from the wheels in this "
+                   "directory (pip --no-index --find-links).")
+@click.option("--python", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="The Python that makes /opt/netmgr [default: this one, else /usr/bin/python3 "
+                   "if the service cannot see this one].")
+@click.option("--executable", default=None,
+              help="Make no /opt/netmgr: ExecStart= runs this installed netmgr.")
 @click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")
-def install_service(prefix, config_template, dry_run):
-    """Install netmgr as a systemd service: user, directories, units and config (idempotent)."""
-    for action in install.install_service(prefix, config_template, dry_run):
+def install_service(prefix, config_template, wheel, find_links, python, executable, dry_run):
+    """Install netmgr as a systemd service: venv /opt/netmgr, user, units, config (idempotent)."""
+    for action in install.install_service(prefix, config_template, dry_run, executable,
+                                          wheel=wheel, find_links=find_links, python=python):
         click.echo(("(dry run) " if dry_run else "") + str(action))

@@ -1,10 +1,10 @@
 """A Debian bookworm container booted under systemd-nspawn, driven with nsenter.
 
 The root file system is made once by debootstrap and cached (``$NETMGR_TEST_ROOTFS``, default
-``/var/cache/netmgr-test/bookworm``); every boot mounts it read-only under a tmpfs overlay
-(``--volatile=overlay``), so runs never change it. The container shares the host's network
-namespace: a port it listens on is reachable from the host on ``localhost``. Every wait is
-bounded.
+``/var/cache/netmgr-test/bookworm``), and made anew when :data:`PACKAGES` changes; every boot
+mounts it read-only under a tmpfs overlay (``--volatile=overlay``), so runs never change it. The
+container shares the host's network namespace: a port it listens on is reachable from the host
+on ``localhost``. Every wait is bounded.
 """
 import fcntl
 import os
@@ -15,8 +15,8 @@ import time
 
 ROOTFS = os.environ.get("NETMGR_TEST_ROOTFS", "/var/cache/netmgr-test/bookworm")
 MIRROR = os.environ.get("NETMGR_TEST_MIRROR", "http://deb.debian.org/debian")
-# procps: kill(1), which ExecReload= runs
-PACKAGES = "systemd,systemd-sysv,dbus,procps,python3,python3-venv"
+# procps: kill(1), which ExecReload= runs; logrotate: /etc/logrotate.d/netmgr
+PACKAGES = "systemd,systemd-sysv,dbus,procps,python3,python3-venv,logrotate"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STAMP = ".netmgr-test-packages"
 TOOLS = ("systemd-nspawn", "debootstrap", "nsenter")

@@ -1,13 +1,16 @@
 """netmgr as a hardened system service, under a real systemd, end to end.
 
 A Debian bookworm container (``nspawn.py``) gets a wheelhouse of this checkout read-only at
-/wheels. Inside it: a venv in /opt/netmgr, ``netmgr install-service`` (or
-:func:`netmgr.cli.install.install_service` while the command is not wired), ``systemctl start``.
+/wheels. Inside it, as an administrator would: netmgr's wheel pip-installed into a venv in
+/root, whose ``netmgr install-service --find-links /wheels`` (offline: the container has no
+index) makes the service's own venv /opt/netmgr from that wheel, then ``systemctl start``.
 From the host, msl-network 1.0 Clients and a 1.0 Service connect with TLS trust on first use.
 Then: a certificate rotated with ``systemctl reload`` (the Service stays connected, new clients
 see the new fingerprint), ``kill -9`` and Restart=, a user added by root and ``auth = login``,
-socket activation with a connection waiting in the backlog while netmgr restarts, the
-journal's EVENT fields, and a clean stop. The container is powered off in every case.
+``logrotate -f`` (the Manager writes to the new log file), ``netmgr status`` by root over the
+control socket (no password), socket activation with a connection waiting in the backlog while
+netmgr restarts, the journal's EVENT fields, and a clean stop. The container is powered off in
+every case.
 
 Runs as root where systemd-nspawn and debootstrap are installed; skipped otherwise, saying why.
 """
@@ -33,6 +36,9 @@ pytestmark = [pytest.mark.system,
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV = "/opt/netmgr"
 NETMGR = f"{VENV}/bin/netmgr"
+# where the administrator pip-installed the wheel first: a venv the service could not see
+ADMIN_VENV = "/root/netmgr"
+LOG = "/var/log/netmgr/manager.log"
 CONFIG = "/etc/netmgr/netmgr.conf"
 STATE = "/var/lib/netmgr"
 WAIT = 60
@@ -148,6 +154,28 @@ def set_config(box, **settings):
     box.run(f"{VENV}/bin/python", "-c", script, CONFIG, *(f"{k}={v}" for k, v in settings.items()))
 
 
+def _install(box):
+    """The wheel into a venv in /root, and its ``netmgr install-service``, twice."""
+    admin = f"{ADMIN_VENV}/bin/netmgr"
+    box.sh(f"python3 -m venv {ADMIN_VENV} && {ADMIN_VENV}/bin/pip install --quiet --no-index "
+           "--find-links /wheels /wheels/netmgr-*.whl")
+    refused = box.run(admin, "install-service", "--executable", admin, check=False)
+    assert refused.returncode != 0 and refused.stderr.startswith(
+        f"refusing ExecStart={admin}: ProtectHome=yes hides /root from the service"), refused
+    print(box.run(admin, "install-service", "--find-links", "/wheels", timeout=600).stdout)
+    unit = box.run("cat", "/etc/systemd/system/netmgr.service").stdout
+    assert f"ExecStart={NETMGR} start --config {CONFIG}\n" in unit
+    assert box.run("readlink", "/usr/local/bin/netmgr").stdout.strip() == NETMGR
+    assert box.run("test", "-s", "/usr/share/bash-completion/completions/netmgr", "-a", "-s",
+                   "/usr/share/zsh/vendor-completions/_netmgr", "-a", "-s",
+                   "/etc/logrotate.d/netmgr", check=False).returncode == 0
+    assert box.run("readlink", "/usr/local/share/man/man1/netmgr.1").stdout.strip() == \
+        f"{VENV}/share/man/man1/netmgr.1"
+    again = box.run(admin, "install-service", "--find-links", "/wheels").stdout
+    verbs = {line.split()[0] for line in again.splitlines()}
+    assert not verbs & {"write", "link"} and f"unchanged {VENV} " in again, again
+
+
 def journal_events(box):
     out = box.run("journalctl", "-u", "netmgr", "-o", "json", "--no-pager").stdout
     return [entry for entry in map(json.loads, out.splitlines()) if "EVENT" in entry]
@@ -179,17 +207,8 @@ def test_netmgr_under_systemd(tmp_path_factory):
 
 
 def _scenario(box, port, tmp, step):
-    step("venv from /wheels, install the service")
-    box.sh(f"python3 -m venv {VENV} && {VENV}/bin/pip install --quiet --no-index "
-           "--find-links /wheels netmgr")
-    if box.run(NETMGR, "install-service", "--help", check=False).returncode == 0:
-        print(box.run(NETMGR, "install-service").stdout)
-    else:  # the click command is not wired yet: the library function it calls
-        print(box.run(f"{VENV}/bin/python", "-c", "from netmgr.cli.install import install_service\n"
-                      "for a in install_service(): print(a)").stdout)
-    again = box.run(f"{VENV}/bin/python", "-c", "from netmgr.cli.install import install_service\n"
-                    "print(' '.join(sorted({a.verb for a in install_service()})))").stdout
-    assert "write" not in again.split(), f"a second install wrote files: {again}"
+    step("netmgr install-service: the venv /opt/netmgr from the wheel, the service")
+    _install(box)
     assert box.run("id", "-u", "netmgr").stdout.strip().isdigit()
     set_config(box, port=port)
     assert box.run("systemd-analyze", "verify", "/etc/systemd/system/netmgr.service",
@@ -216,8 +235,8 @@ def _scenario(box, port, tmp, step):
         assert first["fingerprint"] == served_fingerprint(port)
 
         step("new certificate + systemctl reload: the Service stays, new clients see it")
-        box.run(NETMGR, "keygen")
-        box.run(NETMGR, "certgen")
+        box.run(NETMGR, "keygen", "--force")  # the old key and certificate are kept as .bak
+        box.run(NETMGR, "certgen", "--force")
         box.run("systemctl", "reload", "netmgr", timeout=WAIT)
         # on systemd 252 `reload` returns once SIGHUP is sent; the Manager's READY=1 follows
         box.wait_for("the new certificate", lambda: served_fingerprint(port) != first["fingerprint"])
@@ -251,6 +270,21 @@ def _scenario(box, port, tmp, step):
     assert client(port, tmp / "client-2", user="alice", password="alice pw")["manager"]
     refused = client(port, tmp / "client-2", user="alice", password="wrong", check=False)
     assert refused.returncode != 0
+
+    step("logrotate -f: the log file is rotated, the Manager writes to the new one")
+    box.run("logrotate", "-f", "/etc/logrotate.d/netmgr", timeout=WAIT)
+    assert box.run("test", "-s", f"{LOG}.1", check=False).returncode == 0, "nothing rotated"
+    assert box.run("stat", "-c", "%U:%G %a", LOG).stdout.split() == ["netmgr:netmgr", "640"]
+    assert client(port, tmp / "client-2", user="alice", password="alice pw")["manager"]
+    # postrotate's `systemctl reload` (SIGHUP) makes the Manager open manager.log again
+    box.wait_for("the Manager to write to the new manager.log (it reopens it on SIGHUP)",
+                 lambda: box.run("test", "-s", LOG, check=False).returncode == 0, timeout=15)
+
+    step("netmgr status (root, the control socket /run/netmgr/netmgr.sock: no password)")
+    assert box.run("stat", "-c", "%U:%G %a", "/run/netmgr", "/run/netmgr/netmgr.sock"
+                   ).stdout.split() == ["netmgr:netmgr", "750", "netmgr:netmgr", "660"]
+    status = box.run("netmgr", "status", check=False)  # /usr/local/bin/netmgr, on root's PATH
+    assert status.returncode == 0 and "Manager:" in status.stdout, status.stdout + status.stderr
 
     step("socket activation: a connection waits in the backlog while netmgr restarts")
     box.sh(f"mkdir -p /etc/systemd/system/netmgr.socket.d && printf '[Socket]\\nListenStream=\\n"
