@@ -126,6 +126,25 @@ def database_path(home=None):
     return os.path.join(home or home_dir(), "manager.sqlite3")
 
 
+#: the control socket's file name, in the runtime directory (systemd) or HOME
+CONTROL_SOCKET = "netmgr.sock"
+#: netmgr.service's ``RuntimeDirectory=``
+SERVICE_RUNTIME_DIR = "/run/netmgr"
+
+
+def control_socket_path(home=None, environ=None):
+    """Where a Manager puts its control socket: ``$RUNTIME_DIRECTORY`` (set by systemd's
+    ``RuntimeDirectory=``), else HOME."""
+    runtime = (os.environ if environ is None else environ).get("RUNTIME_DIRECTORY", "")
+    return os.path.join(runtime.split(":")[0] or home or home_dir(), CONTROL_SOCKET)
+
+
+def control_socket_candidates(home=None):
+    """Where the admin commands look for a control socket, in order: HOME's, the service's."""
+    return [os.path.join(home or home_dir(), CONTROL_SOCKET),
+            os.path.join(SERVICE_RUNTIME_DIR, CONTROL_SOCKET)]
+
+
 def default_cert_and_key(host=None, home=None):
     """``certs/<host>.crt`` and ``keys/<host>.key``; ``localhost`` when no host is given (1.0)."""
     stem = host or "localhost"

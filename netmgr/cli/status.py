@@ -1,19 +1,24 @@
-"""``netmgr status``: ask a running Manager, as an administrator, for its peers and services.
+"""Talk to a running Manager as an administrator: ``status``, ``stop``, ``reload``, ``disconnect``.
 
 The connection is the client library's (:func:`netmgr.client.connect`, a Client named
-``netmgr-status``): it answers the Manager's handshake, and the username and password a Manager
-asks for inline when the connection is not logged in as an administrator (reference 1.7). This
-module sends the admin requests ``status`` and ``peers``, disconnects, and leaves the status
-connection itself out of what it reports.
+``netmgr-status``), by one of two ways:
 
-Credentials come from `ask(kind)` (``"username"``, ``"password"``, ``"manager_password"``), called
-only for what the Manager asks for, so the caller decides whether to use options or to prompt.
-TLS trusts only the given certificate file: a missing one is reported before connecting, and
-there is no trust-on-first-use prompt. The library's errors become :class:`StatusError`, one line
-worded for this command's options.
+* the **control socket** (:mod:`netmgr.daemon.control`): a UNIX socket on the Manager's host,
+  where the socket's file permissions are the authorisation and nothing is asked;
+* **TCP**: the library answers the handshake, and the username and password a Manager asks for
+  inline when the connection is not logged in as an administrator (reference 1.7).
+  Credentials come from `ask(kind)` (``"username"``, ``"password"``, ``"manager_password"``),
+  called only for what the Manager asks for, so the caller decides whether to use options or
+  to prompt. TLS trusts only the given certificate file: a missing one is reported before
+  connecting, and there is no trust-on-first-use prompt.
+
+The library's errors become :class:`StatusError`, one line worded for this command's options.
+The status connection itself is left out of what :func:`snapshot` reports.
 """
+import contextlib
 import os
 import re
+import time
 
 from netmgr.errors import Failed
 from netmgr.terminal import printable
@@ -23,11 +28,18 @@ IDENTITY_NAME = "netmgr-status"
 #: The library's hints (1.0's, in Python keywords) -> the same advice in this command's options.
 HINTS = (
     ("Try setting disable_tls=True", "the Manager does not use TLS: pass --disable-tls"),
+    ("speaks TLS and this connection is plaintext", "leave out --disable-tls"),
     ("You have TLS disabled", "if the Manager uses TLS, leave out --disable-tls"),
     ("To disable hostname checking", "{cert_file} is not for the host {host}: pass -H with its name"),
     ("CERTIFICATE_VERIFY_FAILED", "is {cert_file} its certificate?"),
     ("[X509", "is {cert_file} a PEM certificate?"),
 )
+
+
+#: the Manager's words when a TCP login is not an administrator's (1.0's, kept on the wire)
+NOT_AN_ADMIN = ("Unregistered user", "You must be an administrator to send this request to the Manager")
+ADMIN_HINT = ("an administrator's login is needed over TCP: `sudo netmgr user add NAME --admin` makes "
+              "one; on the Manager's host, `netmgr status` uses the control socket and needs none")
 
 
 class StatusError(Failed):
@@ -56,53 +68,90 @@ class _Prompt:
             return ""
 
 
-def fetch(host, port, ask, cert_file=None, disable_tls=False, timeout=10.0):
-    """``{"manager", "peers": [...], "clients": [...], "services": {...}}`` of the Manager at host:port.
-
-    The status connection itself is left out of the peers and clients it reports.
-    """
-    if not disable_tls and not (cert_file and os.path.isfile(cert_file)):
-        raise StatusError(f"Cannot find the Manager's certificate {cert_file}; "
-                          "pass --cert-file, or --disable-tls for a plaintext Manager")
-    prompt = _Prompt(ask)
-    try:
-        status, peers, local_port = _ask_manager(host, port, prompt, cert_file, disable_tls, timeout)
-    except StatusError:
-        if prompt.error is not None:
-            raise prompt.error from None
-        raise
-    me = lambda name, port_: name.startswith(IDENTITY_NAME + "[") and port_ == local_port  # noqa: E731
-    peers = [p for p in peers if not me(p.get("name", ""), p.get("port"))]
-    clients = [c for c in status.get("clients", []) if not me(c, _port_of(c))]
-    return {"manager": status.get("manager"), "peers": peers, "clients": clients,
-            "services": status.get("services", {})}
-
-
-def _ask_manager(host, port, prompt, cert_file, disable_tls, timeout):
-    """``(status, peers, local port)`` over one library connection."""
-    from netmgr.client import connect  # only this command needs the library
+@contextlib.contextmanager
+def over_socket(path, timeout=10.0):
+    """A library Client connected through the control socket at `path`."""
+    from netmgr.client import connect  # only these commands need the library
 
     try:
-        client = connect(name=IDENTITY_NAME, host=host, port=port, timeout=timeout,
-                         disable_tls=disable_tls, cert_file=cert_file, auto_save=False,
-                         request_timeout=timeout, prompt=prompt)
-    except ValueError as exc:  # the Manager refused the handshake: its message
+        client = connect(name=IDENTITY_NAME, host=path, timeout=timeout, auto_save=False,
+                         request_timeout=timeout, prompt=_nothing_asked)
+    except PermissionError:
+        raise StatusError(f"cannot use the control socket {path}: permission denied; run the command "
+                          f"as root (sudo) or as a member of the socket's group, or log in over TCP "
+                          f"with -H HOST -u USER") from None
+    except ValueError as exc:
         raise StatusError(_first_line(exc) or "the Manager refused the connection") from None
     except OSError as exc:
-        raise StatusError(_connect_error(exc, host, port, cert_file)) from None
+        raise StatusError(f"no Manager answers on the control socket {path}: {_first_line(exc)}; "
+                          f"is it running?") from None
     try:
-        return _request(client, "status"), _request(client, "peers"), client.port
+        yield client
     finally:
         client.disconnect(timeout=timeout)
 
 
-def _request(client, attribute):
+@contextlib.contextmanager
+def over_tcp(host, port, ask, cert_file=None, disable_tls=False, timeout=10.0):
+    """A library Client at host:port, logged in as an administrator when the Manager asks."""
+    if not disable_tls and not (cert_file and os.path.isfile(cert_file)):
+        raise StatusError(f"Cannot find the Manager's certificate {cert_file}; "
+                          "pass --cert-file, or --disable-tls for a plaintext Manager")
+    from netmgr.client import connect  # only these commands need the library
+
+    prompt = _Prompt(ask)
+    try:
+        try:
+            client = connect(name=IDENTITY_NAME, host=host, port=port, timeout=timeout,
+                             disable_tls=disable_tls, cert_file=cert_file, auto_save=False,
+                             request_timeout=timeout, prompt=prompt)
+        except ValueError as exc:  # the Manager refused the handshake: its message
+            raise StatusError(_first_line(exc) or "the Manager refused the connection") from None
+        except OSError as exc:
+            raise StatusError(_connect_error(exc, host, port, cert_file)) from None
+        try:
+            yield client
+        finally:
+            client.disconnect(timeout=timeout)
+    except StatusError:
+        if prompt.error is not None:  # the user gave up at a prompt: that, not the refusal
+            raise prompt.error from None
+        raise
+
+
+def _nothing_asked(kind, _name):
+    raise StatusError(f"the Manager asked for a {kind} on its control socket")
+
+
+def fetch(host, port, ask, cert_file=None, disable_tls=False, timeout=10.0):
+    """:func:`snapshot` of the Manager at host:port over TCP."""
+    with over_tcp(host, port, ask, cert_file, disable_tls, timeout) as client:
+        return snapshot(client)
+
+
+def snapshot(client):
+    """``{"manager", "peers": [...], "clients": [...], "services": {...}, "totals", "recent"}``,
+    the status connection itself left out of the peers and clients."""
+    status, peers = request(client, "status"), request(client, "peers")
+    me = lambda name, port_: name.startswith(IDENTITY_NAME + "[") and port_ == client.port  # noqa: E731
+    peers = [p for p in peers if not me(p.get("name", ""), p.get("port"))]
+    clients = [c for c in status.get("clients", []) if not me(c, _port_of(c))]
+    totals = {**status.get("totals", {}), "peers": len(peers), "clients": len(clients)}
+    return {"manager": status.get("manager"), "peers": peers, "clients": clients,
+            "services": status.get("services", {}), "totals": totals,
+            "recent": status.get("recent", [])}
+
+
+def request(client, attribute, *args, **kwargs):
     """An admin request's result; an error reply or a lost connection is a StatusError."""
     try:
-        return client.admin_request(attribute)
+        return client.admin_request(attribute, *args, **kwargs)
     except RuntimeError as exc:  # "Manager[...] returned the following exception: ... <message>"
         lines = [line for line in str(exc).splitlines() if line.strip()]
-        raise StatusError(lines[-1] if lines else "the request failed") from None
+        message = lines[-1] if lines else "the request failed"
+        if message.endswith(NOT_AN_ADMIN):
+            message += f"; {ADMIN_HINT}"
+        raise StatusError(message) from None
     except OSError as exc:  # TimeoutError, ConnectionError
         raise StatusError(_first_line(exc)) from None
 
@@ -113,7 +162,7 @@ def _connect_error(exc, host, port, cert_file):
     line = _first_line(exc) or type(exc).__name__
     if line.startswith(("[SSL", "[X509")):
         line = f"TLS with {where} failed: {line}"
-    elif not line.startswith(("Cannot connect", "The connection", "Manager[")):
+    elif not line.startswith(("Cannot connect", "The connection", "The Manager", "Manager[")):
         line = f"Cannot connect to {where}: {line}"
     hint = next((hint for marker, hint in HINTS if marker in str(exc)), None)
     return line if hint is None else f"{line}; {hint.format(cert_file=cert_file, host=host)}"
@@ -153,3 +202,59 @@ def format_status(status, table):
         out.append(table(["Service", "Address", "Max clients", "In flight", "Linked clients", "Locks"],
                          _shown(rows)))
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------ the live view
+
+def _size(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _uptime(seconds):
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return (f"{days}d " if days else "") + f"{hours:02d}:{minutes:02d}:{seconds:02d}"
+
+
+def _clip(line, width):
+    return line if len(line) <= width else line[:max(width - 1, 0)] + "…"
+
+
+def format_watch(status, table, width=80, now=None, source=""):
+    """One screen of ``netmgr status --watch``: totals, Services with their Clients, locks and
+    requests in flight, Clients, and the newest rows of the connection log. Every line fits in
+    `width` columns; names are escaped as in :func:`format_status`."""
+    totals = status.get("totals", {})
+    clock = time.strftime("%H:%M:%S", time.localtime(now))
+    out = [f"{printable(str(status['manager']))}  up {_uptime(totals.get('uptime', 0))}  {clock}  {source}",
+           f"Peers {len(status['peers'])}  Clients {len(status['clients'])}  "
+           f"Services {len(status['services'])}  In flight {totals.get('in_flight', 0)}  "
+           f"Queued {_size(totals.get('queued_bytes', 0))}  "
+           f"Connections {totals.get('connections', 0)}  Dropped {totals.get('dropped', 0)}", ""]
+    services = status["services"]
+    out.append(f"Services ({len(services)})")
+    if services:
+        rows = [(name, s["address"], "∞" if s["max_clients"] < 0 else s["max_clients"], s["in_flight"],
+                 ", ".join(_short(c) for c in s["links"]) or "-",
+                 ", ".join(_short(c) for c in s["locks"]) or "-") for name, s in services.items()]
+        out += table(["Service", "Address", "Max", "Busy", "Clients", "Lock"], _shown(rows)).split("\n")
+    out += ["", f"Clients ({len(status['clients'])})"]
+    if status["clients"]:
+        out += ["  " + ", ".join(printable(c) for c in status["clients"])]
+    recent = status.get("recent", [])
+    if recent:
+        out += ["", "Recent connections"]
+        out += table(["Time", "Address", "Message"],
+                     _shown((r["datetime"][11:19], f"{r['ip_address']}:{r['port']}", r["message"])
+                            for r in recent)).split("\n")
+    return "\n".join(_clip(line, width) for line in out)
+
+
+def _short(network_name):
+    """``Name[host:port]`` -> ``Name``, to keep a row within 80 columns."""
+    return network_name.split("[", 1)[0] if "[" in network_name else network_name

@@ -41,7 +41,8 @@ def check_extras(function, extras, allowed):
 def parse_managers(host, port=PORT):
     """The Managers to try, in order, as ``[(host, port), ...]``.
 
-    ``host`` is a host name or address, ``"host:port"``, a ``|``-separated failover list
+    ``host`` is a host name or address, ``"host:port"``, the path of a Manager's control socket
+    (``"/run/netmgr/netmgr.sock"``, port 0), a ``|``-separated failover list
     (``"a:1875|b:1876"``), or a list/tuple of such strings or of ``(host, port)`` pairs. An entry
     without a port uses ``port``. IPv6 addresses with a port are written ``[::1]:1875``.
     """
@@ -63,6 +64,8 @@ def _parse_entry(entry, port):
         h, p = entry
         return str(h), int(p)
     entry = str(entry).strip()
+    if entry.startswith("/"):  # a Manager's local control socket (a UNIX socket path)
+        return entry, 0
     if entry.startswith("["):
         h, _, rest = entry[1:].partition("]")
         p = int(rest[1:]) if rest.startswith(":") else port

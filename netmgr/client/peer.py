@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import re
+import socket
 import threading
 import time
 from typing import Any
 
+from netmgr.hostinfo import HOSTNAME
+from netmgr.client.transport import speaks_tls
 from netmgr.protocol import TooLong, dumps, loads, result
 
 logger = logging.getLogger("netmgr.client")
@@ -118,6 +122,19 @@ class Credentials:
 
 # ------------------------------------------------------------------------------------ handshake
 
+def local_port_of(sock):
+    """The port of this end of a TCP connection; this process's id on a UNIX socket, where
+    the Manager names the peer ``Name[local:PID]``."""
+    if sock.family == socket.AF_UNIX:
+        return os.getpid()
+    return int(sock.getsockname()[1])
+
+
+def own_address(host, port):
+    """``HOST:port`` of this end as the Manager names it, ``local:PID`` on its control socket."""
+    return f"local:{port}" if host.startswith("/") else f"{HOSTNAME}:{port}"
+
+
 def handshake(transport, lines, identity, credentials, host, port, timeout, disable_tls):
     """Answer the Manager's username/password/identity requests (it speaks first).
 
@@ -131,7 +148,7 @@ def handshake(transport, lines, identity, credentials, host, port, timeout, disa
         attribute = request.get("attribute")
         if attribute == "identity":
             transport.sendall(dumps(result(identity, None, "")))
-            local_port = int(transport.sock.getsockname()[1])
+            local_port = local_port_of(transport.sock)
             return local_port, reader.pending
         if attribute in ("username", "password"):
             transport.sendall(credential_reply(request, credentials))
@@ -143,15 +160,20 @@ def handshake(transport, lines, identity, credentials, host, port, timeout, disa
 class _HandshakeReader:
     """The Manager's handshake requests, one at a time, within the connection's timeout."""
 
+    #: seconds of silence on a plaintext connection before it is checked for a TLS Manager
+    PROBE_AFTER = 1.0
+
     def __init__(self, transport, lines, host, port, timeout, disable_tls):
         self.transport = transport
         self.lines = lines
+        self.host, self.port = host, port
         self.where = f"{host}:{port}"
         self.timeout = timeout
         self.disable_tls = disable_tls
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.pending = []
         self.first = True
+        self.probed = False
 
     def next_request(self):
         while not self.pending:
@@ -172,7 +194,12 @@ class _HandshakeReader:
     def _read(self):
         deadline = self.deadline
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        data = self.transport.recv(remaining)
+        probe = (self.first and not self.probed and self.disable_tls and not self.host.startswith("/")
+                 and (remaining is None or remaining > self.PROBE_AFTER))
+        data = self.transport.recv(self.PROBE_AFTER if probe else remaining)
+        if data is None and probe:
+            self.first_silent()
+            return
         if data is None:
             if self.first:
                 msg = (f"The connection to {self.where} was not established after "
@@ -187,6 +214,16 @@ class _HandshakeReader:
             raise ConnectionAbortedError(f"Manager[{self.where}] closed the connection "
                                          f"during the handshake")
         self.pending.extend(x for x in self.lines.feed(data) if not isinstance(x, TooLong))
+
+    def first_silent(self):
+        """The Manager has said nothing for :data:`PROBE_AFTER` on a plaintext connection: if
+        it speaks TLS, say so now rather than after the whole timeout (1.0 waits it out)."""
+        self.probed = True
+        left = None if self.deadline is None else self.deadline - time.monotonic()
+        if speaks_tls(self.host, self.port, 2.0 if left is None else max(0.1, min(2.0, left))):
+            raise ConnectionError(f"The Manager at {self.where} speaks TLS and this connection is "
+                                  f"plaintext\nYou have TLS disabled. Perhaps the Manager is using "
+                                  f"TLS for the connection.")
 
 
 def credential_reply(request, credentials):

@@ -19,9 +19,8 @@ import os
 import threading
 import time
 
-from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING
+from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING, own_address
 from netmgr.client.failover import Failover, summary
-from netmgr.hostinfo import HOSTNAME
 from netmgr.protocol import DISCONNECT_REQUEST, SHUTDOWN_MANAGER
 
 logger = logging.getLogger("netmgr.client")
@@ -40,8 +39,8 @@ class Reconnect:
             self._transport = transport
             self._lines = lines
             self._port = local_port
-            self._network_name = f"{self._name}[{HOSTNAME}:{local_port}]"
-            self._address_manager = f"{host}:{port}"
+            self._network_name = f"{self._name}[{own_address(host, local_port)}]"
+            self._address_manager = f"{host}:{port}" if port else host
             self._gen += 1
             self._state = CONNECTED
             self._last_fg = time.monotonic()

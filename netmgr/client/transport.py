@@ -175,6 +175,8 @@ def open_connection(host, port, *, timeout=10, disable_tls=False, cert_file=None
     Raises :class:`CertificateRefused` (``ConnectionRefusedError('SSL certificate required')``)
     when the user refuses a certificate at the trust-on-first-use prompt.
     """
+    if host.startswith("/"):  # a Manager's control socket: local, no TLS, no password
+        return PlainTransport(_unix_connect(host, timeout))
     context = None
     if not disable_tls:
         cert_file, context = _tls_context(host, port, timeout, cert_file, auto_save)
@@ -217,6 +219,42 @@ def _tcp_connect(host, port, timeout):
             msg += f"\nCannot connect to {host}:{port}"
         raise ConnectionError(msg) from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def speaks_tls(host, port, timeout):
+    """Whether the Manager at host:port completes a TLS handshake.
+
+    A plaintext connection to a TLS Manager only waits: the Manager speaks first, after TLS. A
+    second connection that offers TLS tells the two apart without touching the first (a
+    plaintext Manager answers the ClientHello with its handshake line, which is not TLS).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # a probe: nothing is sent over it
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            with context.wrap_socket(sock, server_hostname=host):
+                return True
+    except (OSError, ValueError):
+        return False
+
+
+def _unix_connect(path, timeout):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except socket.timeout:
+        sock.close()
+        raise TimeoutError(f"Cannot connect to {path} within {timeout} seconds") from None
+    except OSError as error:
+        sock.close()
+        if isinstance(error, PermissionError):
+            raise PermissionError(error.errno, f"Cannot connect to {path}: permission denied "
+                                               "(the control socket serves its owner and group)") from None
+        raise ConnectionError(f"{error}\nCannot connect to {path}") from None
+    sock.settimeout(None)
     return sock
 
 

@@ -10,15 +10,20 @@ mode (reference 1.7). Unlike 1.0, the challenge does not swallow the peer's othe
 while it waits for the answers, other lines are dispatched as usual (reference 6.15), and a
 failed login answers the request instead of closing the connection.
 """
+import time
+
 import gevent
 
 from netmgr.daemon import log
 from netmgr.errors import error_text
 from netmgr.protocol import SHUTDOWN_MANAGER
+from netmgr.store.models import Connection
 
 logger = log.get_logger("netmgr.daemon.admin")
 
 NOT_ADMIN = error_text("ValueError", "You must be an administrator to send this request to the Manager")
+#: rows of the connection log in the ``status`` reply
+RECENT = 8
 
 
 def peers(manager):
@@ -38,7 +43,20 @@ def status(manager):
                           "links": sorted(c.name for c in record.links),
                           "locks": sorted(c.name for c in record.locks),
                           "in_flight": sum(sum(u.values()) for u in record.inflight.values())}
-    return {"manager": manager.name, "clients": sorted(manager.registry.clients), "services": services}
+    totals = {"peers": sum(1 for s in manager.sessions if s.name), "clients": len(manager.registry.clients),
+              "services": len(services), "in_flight": sum(s["in_flight"] for s in services.values()),
+              "queued_bytes": manager.queued_total, "uptime": round(time.time() - manager.started, 1),
+              **manager.counts}
+    return {"manager": manager.name, "clients": sorted(manager.registry.clients), "services": services,
+            "totals": totals, "recent": recent_connections(manager)}
+
+
+def recent_connections(manager, n=RECENT):
+    """The newest `n` rows of the connection log, oldest first."""
+    manager.flush_connection_log()
+    rows = Connection.select().order_by(Connection.pid.desc()).limit(n).tuples()
+    return [dict(zip(("pid", "datetime", "ip_address", "domain", "port", "message"), row))
+            for row in reversed(list(rows))]
 
 def disconnect_peer(manager, name):
     """Drop the peer with this network name (the ``disconnect_peer`` request)."""
@@ -47,6 +65,14 @@ def disconnect_peer(manager, name):
             session.abort("disconnected by an administrator")
             return True
     raise ValueError(f"no peer named {name!r} is connected")
+
+
+def reload(manager):
+    """Re-read the settings, certificate and key, as SIGHUP does (the ``reload`` request)."""
+    failure = manager.reload()
+    if failure:
+        raise RuntimeError(f"the reload failed, the running settings stay: {failure}")
+    return True
 
 
 def connections(manager, start=None, end=None):
@@ -87,6 +113,7 @@ def operations(manager):
         "peers": lambda: peers(manager),
         "status": lambda: status(manager),
         "disconnect_peer": lambda name: disconnect_peer(manager, name),
+        "reload": lambda: reload(manager),
     }
 
 

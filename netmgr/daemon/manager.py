@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket as _stdsocket
+import time
 
 import gevent
 from gevent import socket
@@ -21,7 +22,7 @@ from gevent.threadpool import ThreadPool
 
 from netmgr import hostinfo, protocol
 from netmgr.config import secret_value
-from netmgr.daemon import log, systemd
+from netmgr.daemon import control, log, systemd
 from netmgr.daemon.admin import Admin
 from netmgr.daemon.attributes import Attributes
 from netmgr.daemon.limits import Limits, normal_ip
@@ -81,6 +82,11 @@ class Manager:
         self.partial = set()  # sessions with an unfinished line
         self.limits = Limits(self)
         self._auth_pool = None
+        self.started = time.time()
+        #: since the start: connections accepted, peers dropped by the Manager
+        self.counts = {"connections": 0, "dropped": 0}
+        self.control_path = None  # the control socket's path while it listens
+        self._control = None  # (StreamServer, inode of the socket file)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self):
@@ -98,6 +104,7 @@ class Manager:
         self._local = hostinfo.local_addresses()
         self.server = StreamServer(listener, self._handle, spawn=Pool(self.cfg.max_connections))
         self.server.start()
+        self._open_control()
         # handlers before anyone can see the start-up line: a signal right after it must not kill us
         for signum in (signal.SIGINT, signal.SIGTERM):
             gevent.signal_handler(signum, self.request_stop)
@@ -110,6 +117,31 @@ class Manager:
             self._background.append(gevent.spawn(self._watchdog, interval))
         logger.info(self.auth.description)
         return self
+
+    def _open_control(self):
+        """The local control socket (:mod:`netmgr.daemon.control`); the Manager runs without
+        it, with a warning, when it cannot be made."""
+        path = control.path_of(self.cfg)
+        if not path:
+            return
+        try:
+            listener = control.listen(path, control.mode())
+            bound = control.inode(path)
+        except OSError as exc:
+            logger.warning("control_socket_unavailable", path=path, error=exc.strerror or str(exc))
+            return
+        server = StreamServer(listener, self._handle_local, spawn=Pool(control.CONNECTIONS))
+        server.start()
+        self._control, self.control_path = (server, bound), path
+        logger.info("control_socket", path=path)
+
+    def _close_control(self):
+        if self._control is not None:
+            server, bound = self._control
+            self._control = None
+            server.close()
+            control.remove(self.control_path, bound)
+            server.pool.kill(block=True, timeout=1)
 
     def _open_database(self):
         database = self.cfg.database
@@ -174,13 +206,15 @@ class Manager:
     def reload(self):
         """Re-read the configuration, TLS certificate and key, and log level; keep every peer.
 
+        Returns None, or why the reload failed (the running settings then stay).
+
         Trusted hostnames are read afresh for every connection and need nothing here.
         """
         if self._reloading:
-            return
+            return "a reload is already running"
         self._reloading = True
         try:
-            self._reload()
+            return self._reload()
         finally:
             self._reloading = False
 
@@ -200,14 +234,17 @@ class Manager:
     def _reload(self):
         systemd.reloading()
         logger.info("reloading")
+        failure = None
         try:
             if self.reloader is not None:
                 self.reloader(self)
         except Exception as exc:  # noqa: BLE001 -- a bad edit keeps the running configuration
-            logger.error("reload_failed", error=f"{type(exc).__name__}: {exc}")
+            failure = f"{type(exc).__name__}: {exc}"
+            logger.error("reload_failed", error=failure)
         else:
             logger.info("reloaded")
         systemd.ready(self.describe())
+        return failure
 
     def request_stop(self, *_):
         self._stopped.set()
@@ -219,10 +256,13 @@ class Manager:
         logger.info("stopping", peers=len(self.sessions))
         systemd.stopping()
         self.server.close()
+        if self._control is not None:
+            self._control[0].close()  # no new administrators either
         for session in list(self.sessions):
             session.abort("the Manager is stopping")
         self.server.pool.join(timeout=self.STOP_TIMEOUT)
         self.server.pool.kill(block=True, timeout=1)
+        self._close_control()
         self.server = None
         gevent.killall(self._background)
         self.flush_connection_log()
@@ -236,6 +276,7 @@ class Manager:
             self._refuse(sock, refusal)
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.counts["connections"] += 1
         session = Session(self, sock, address)
         self.sessions.add(session)
         try:
@@ -243,6 +284,16 @@ class Manager:
         finally:
             self.sessions.discard(session)
             self.limits.closed(ip, session.record is not None)
+
+    def _handle_local(self, sock, _address):
+        """A connection to the control socket: an administrator by the socket's permissions."""
+        pid, uid, _gid = control.credentials(sock)
+        session = Session(self, sock, ("local", pid), local_uid=uid)
+        self.sessions.add(session)
+        try:
+            session.run()
+        finally:
+            self.sessions.discard(session)
 
     def _refuse(self, sock, message):
         """One error line, without waiting for the peer (plaintext; a TLS peer sees a close)."""

@@ -58,8 +58,10 @@ def _envelope_of(line):
 class Session(Output):
     """One connected peer: handshake, read loop, writer queue, cleanup."""
 
-    def __init__(self, manager, sock, address):
+    def __init__(self, manager, sock, address, local_uid=None):
         self.manager = manager
+        #: the user id of a peer on the control socket (an administrator, no TLS, no login)
+        self.local_uid = local_uid
         self.sock = sock
         self.ip, self.port = address[0], address[1]
         self.address = None  # "host:port" as 1.0 names peers (reference 1.4)
@@ -88,7 +90,7 @@ class Session(Output):
         try:
             try:
                 with gevent.Timeout(cfg.handshake_timeout, HandshakeFailed("handshake timed out")):
-                    tls = self.manager.wrap_tls(self.sock)  # the Manager speaks after TLS
+                    tls = self.sock if self.local_uid is not None else self.manager.wrap_tls(self.sock)
                     self._tls = tls is not self.sock
                     self.sock = tls
                     identified = self._handshake()
@@ -141,6 +143,7 @@ class Session(Output):
         if self.closed:
             return
         self.closed = True
+        self.manager.counts["dropped"] += 1
         self.log.info("peer_dropped", reason=reason, name=self.name)
         if self._greenlet is not None and self._greenlet is not gevent.getcurrent():
             self._greenlet.kill(block=False)
@@ -227,12 +230,18 @@ class Session(Output):
 
     # ------------------------------------------------------------------ handshake (1.3)
     def _handshake(self):
-        self.address, self.domain, self.hostname = self.manager.name_peer(self.ip, self.port)
+        local = self.local_uid is not None
+        if local:  # the control socket: ip "local", port the peer's process id
+            self.address, self.domain, self.hostname = f"local:{self.port}", f"uid={self.local_uid}", "local"
+        else:
+            self.address, self.domain, self.hostname = self.manager.name_peer(self.ip, self.port)
         self.name = f"<Unknown>[{self.address}]"
         self.log = self.log.bind(address=self.address)
-        self.log.info("new_connection")
+        self.log.info("new_connection", **({"uid": self.local_uid} if local else {}))
         self.manager.record(self, "new connection request")
-        if not self.manager.auth.authenticate(self):
+        if local:
+            self.is_admin = True  # whoever may connect() to the socket administers (control.py)
+        elif not self.manager.auth.authenticate(self):
             return False
         value = self.ask("identity")
         if value is None:
@@ -243,7 +252,12 @@ class Session(Output):
             if identity is None:  # 1.0's words for text that is not ``client [name]``
                 raise Refused("TypeError", "'NoneType' object is not subscriptable")
             kind, fields = check_identity(identity)
+            if local and kind != "client":
+                raise Refused("ValueError", "the control socket serves administrators' Clients; "
+                                            "connect Services to the Manager's port")
             name = f"{fields['name']}[{self.address}]"
+            if local:
+                name = self._unique(fields["name"])
             record = self.manager.registry.add(self, name, self.address, kind, fields)
         except Refused as exc:
             self.log.info("identity_rejected", reason=exc.message)
@@ -251,11 +265,20 @@ class Session(Output):
             self.reject(exc.message)
             return False
         self.record, self.name = record, name
-        self.manager.limits.identified(normal_ip(self.ip))
+        if not local:
+            self.manager.limits.identified(normal_ip(self.ip))
         self.log = self.log.bind(name=name)
         self.log.info("connected_as_client" if kind == "client" else "connected_as_service")
         self.manager.record(self, f"connected as a {kind}")
         return True  # 1.0 never acknowledges the identity (reference 1.3)
+
+    def _unique(self, name):
+        """``Name[local:PID]``, or ``Name[local:PID-2]`` … when that process has one already."""
+        taken, n = self.manager.registry.clients, 1
+        while f"{name}[{self.address}]" in taken:
+            n += 1
+            self.address = f"local:{self.port}-{n}"
+        return f"{name}[{self.address}]"
 
     def ask(self, attribute, *args):
         """Send a handshake request and return the reply (reference 1.3, get_handshake_data).
