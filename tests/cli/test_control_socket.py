@@ -187,6 +187,23 @@ def test_disconnect_reload_and_stop_through_the_socket(netmgr, netmgr_home):
     assert gone.returncode == 1
 
 
+def test_connections_come_from_the_running_manager(netmgr, netmgr_home):
+    """Through the socket the Manager writes its buffered rows first: a row seen at once."""
+    client = connect(name="Fresh", host="127.0.0.1", port=netmgr.port, disable_tls=True, timeout=WAIT)
+    try:
+        proc = run("connections", "--json", home=netmgr_home)
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout)
+        assert data["database"] == f"the running Manager ({netmgr_home}/netmgr.sock)"
+        assert [r["message"] for r in data["connections"] if r["port"] == client.port] == \
+            ["new connection request", "connected as a client"]
+        from_file = json.loads(run("connections", "--json", "-d", netmgr_home / "manager.sqlite3",
+                                   home=netmgr_home).stdout)
+        assert from_file["database"] == str(netmgr_home / "manager.sqlite3")
+    finally:
+        client.disconnect()
+
+
 def netmgr_status(home):
     proc = run("status", "--json", home=home)
     assert proc.returncode == 0, proc.stderr
