@@ -7,7 +7,7 @@ import sys
 import netmgr
 
 ROOT = pathlib.Path(netmgr.__file__).parent
-PURE = {"netmgr.protocol", "netmgr.terminal", "netmgr.nesting", "netmgr.errors",
+PURE = {"netmgr.protocol", "netmgr.terminal", "netmgr.nesting", "netmgr.errors", "netmgr.certinfo",
         "netmgr.daemon.registry", "netmgr.daemon.routing"}
 IO = {"gevent", "socket", "ssl", "select", "selectors", "asyncio"}
 

@@ -11,7 +11,7 @@ import contextlib
 import math
 import os
 
-from netmgr import crypto
+from netmgr import certinfo, crypto
 from netmgr.store import models
 from netmgr.errors import Failed, UsageError
 
@@ -277,7 +277,7 @@ def certgen(out, key_file, key_password=None, algorithm="SHA256", years_valid=10
     adopt_owner(key_file, home)
     text = "\n".join(done + [f"Created the self-signed certificate {out!r}"])
     if show:
-        text += "\n\n" + crypto.dump_certificate(out)
+        text += "\n\n" + certinfo.dump_certificate(out)
     return text
 
 
@@ -285,7 +285,7 @@ def certdump(certfile, out=None):
     """The details of `certfile`, or ``Dumped the certificate details to <out>`` after writing them."""
     if not os.path.isfile(certfile):
         raise Failed(f"Cannot find {certfile}")
-    details = crypto.dump_certificate(certfile)
+    details = certinfo.dump_certificate(certfile)
     if out is None:
         return details
     parent = os.path.dirname(os.path.abspath(out))

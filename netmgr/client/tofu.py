@@ -47,15 +47,15 @@ def get_ssl_context(*, cert_file=None, host=None, port=None, auto_save=False, **
 
 def _user_trusts(host, cert_data):
     """Show the certificate's fingerprints and ask ``Continue? y/n`` (1.0's texts)."""
-    from netmgr import crypto  # cryptography is imported only for a first-use prompt
+    from netmgr import certinfo  # cryptography is imported only for a first-use prompt
 
-    cert = crypto.load_certificate(cert_data)
+    cert = certinfo.load_certificate(cert_data)
     name = cert.signature_algorithm_oid._name  # noqa: SLF001 -- 1.0 shows this name
     p1 = (f"The certificate for {host} is not cached in the registry. You have no "
           f"guarantee that the server is the computer that you think it is.")
     p2 = (f"\nThe server's {name} key fingerprint is\n"
-          f"SHA256: {crypto.fingerprint(cert, 'SHA256')}\n"
-          f"SHA1:   {crypto.fingerprint(cert, 'SHA1')}\n")
+          f"SHA256: {certinfo.fingerprint(cert, 'SHA256')}\n"
+          f"SHA1:   {certinfo.fingerprint(cert, 'SHA1')}\n")
     p3 = ("If you trust this host you can save the certificate in the registry "
           "and continue to connect, otherwise this is your final chance to abort.")
     print("\n".join(textwrap.wrap(p1, width=60)))

@@ -10,7 +10,7 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from netmgr import config, crypto
+from netmgr import certinfo, config, crypto
 from netmgr.cli import app as cli
 from netmgr.store import models
 from netmgr.store import passwords
@@ -323,7 +323,7 @@ def test_certgen_encrypted_key_show_algorithm_and_out(tmp_path):
     text = lines(result.stdout)
     assert text[0] == f"Created the self-signed certificate '{out}'"
     assert text[1] == "" and text[2] == "Version: v3"
-    assert text[-2] == "Fingerprint (SHA1):" and text[-1] == crypto.fingerprint(str(out))
+    assert text[-2] == "Fingerprint (SHA1):" and text[-1] == certinfo.fingerprint(str(out))
     assert crypto.load_certificate(str(out)).signature_hash_algorithm.name == "sha512"
     wrong = fails(1, "certgen", tmp_path / "w.crt", "-k", key, "-p", "wrong")
     assert wrong.stderr.startswith("ValueError: ")
@@ -339,7 +339,7 @@ def test_certgen_host_names_the_files(home):
     ok("certgen", "--host", "127.0.0.1")
     cert = crypto.load_certificate(str(home / "certs" / "127.0.0.1.crt"))
     assert (home / "keys" / "127.0.0.1.key").is_file()
-    assert "127.0.0.1" in crypto.dump_certificate(cert)
+    assert "127.0.0.1" in certinfo.dump_certificate(cert)
 
 
 # ------------------------------------------------------------------------------------ certdump
@@ -349,12 +349,12 @@ def test_certdump(tmp_path, home):
     assert one_error_line(fails(1, "certdump", missing)) == f"Cannot find {missing}"
     ok("certgen")
     cert = home / "certs" / "localhost.crt"
-    assert ok("certdump", cert).stdout == crypto.dump_certificate(str(cert)) + "\n"
+    assert ok("certdump", cert).stdout == certinfo.dump_certificate(str(cert)) + "\n"
     out = tmp_path / "dump" / "details.txt"
     assert ok("certdump", cert, "--out", out).stdout == f"Dumped the certificate details to {out}\n"
     text = lines(out.read_text())
     assert text[0] == f"Certificate details for {cert}" and text[1] == "Version: v3"
-    assert text[-2] == "Fingerprint (SHA1):" and text[-1] == crypto.fingerprint(str(cert))
+    assert text[-2] == "Fingerprint (SHA1):" and text[-1] == certinfo.fingerprint(str(cert))
 
 
 # -------------------------------------------------------------------------------------- delete

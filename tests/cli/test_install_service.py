@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from netmgr import __version__
 from netmgr.cli import app
 from netmgr.cli import install
+from netmgr.cli import venv as cli_venv
 from netmgr.errors import InstallError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -208,7 +209,7 @@ def home(tmp_path, monkeypatch):
     """``tmp_path/home`` hidden as /home is (tmp_path itself is under /tmp: made visible here)."""
     hidden = tmp_path / "home"
     hidden.mkdir()
-    monkeypatch.setattr(install, "HIDDEN", ((str(hidden), "ProtectHome=yes"),))
+    monkeypatch.setattr(cli_venv, "HIDDEN", ((str(hidden), "ProtectHome=yes"),))
     return hidden
 
 
@@ -218,7 +219,7 @@ def test_a_link_into_a_home_is_refused(tmp_path, home):
     os.symlink(real, tmp_path / "usr/local/bin/netmgr")
     link = str(tmp_path / "usr/local/bin/netmgr")
     with pytest.raises(InstallError) as refused:
-        install.check_executable(link)
+        cli_venv.check_executable(link)
     assert str(refused.value) == (f"refusing ExecStart={link} (a link to {real}): "
                                   f"ProtectHome=yes hides {home} from the service" + HINT)
 
@@ -226,8 +227,8 @@ def test_a_link_into_a_home_is_refused(tmp_path, home):
 def test_an_interpreter_in_a_home_is_refused(tmp_path, home):
     python = executable(home / "j.doe/python3")
     netmgr = executable(tmp_path / "opt/x/bin/netmgr", f"#!{python}\nimport netmgr\n")
-    assert install.why_hidden(netmgr) == f" (run by {python}): ProtectHome=yes hides {home} " \
-                                         "from the service"
+    assert cli_venv.why_hidden(netmgr) == f" (run by {python}): ProtectHome=yes hides {home} " \
+                                          "from the service"
 
 
 def test_a_venv_made_from_a_python_in_a_home_is_refused(tmp_path, home):
@@ -235,15 +236,15 @@ def test_a_venv_made_from_a_python_in_a_home_is_refused(tmp_path, home):
     python = executable(venv / "bin/python3")  # a copy (venv --copies): no link to follow
     netmgr = executable(venv / "bin/netmgr", f"#!{python}\n")
     (venv / "pyvenv.cfg").write_text(f"home = {home}/j.doe/.pyenv/bin\nversion = 3.11.7\n")
-    assert install.why_hidden(netmgr) == (f" (a venv of {home}/j.doe/.pyenv/bin): "
-                                          f"ProtectHome=yes hides {home} from the service")
+    assert cli_venv.why_hidden(netmgr) == (f" (a venv of {home}/j.doe/.pyenv/bin): "
+                                           f"ProtectHome=yes hides {home} from the service")
     with pytest.raises(InstallError, match="^refusing --python "):
-        install.base_python(python)
+        cli_venv.base_python(python)
 
 
 def test_a_visible_program_is_accepted(tmp_path):
-    assert install.why_hidden("/usr/bin/env") is None
-    assert install.why_hidden("/opt/netmgr/bin/netmgr") is None  # not there yet: its path counts
+    assert cli_venv.why_hidden("/usr/bin/env") is None
+    assert cli_venv.why_hidden("/opt/netmgr/bin/netmgr") is None  # not there yet: its path counts
 
 
 def test_the_command_refuses_with_one_line(tmp_path):
@@ -260,8 +261,8 @@ def test_the_command_refuses_with_one_line(tmp_path):
 # ------------------------------------------------------------------------------ the wheel
 
 def test_a_checkout_is_built(tmp_path):
-    assert install.find_wheel() == ("build", REPO)
-    wheel = install.build_wheel(REPO, str(tmp_path))
+    assert cli_venv.find_wheel() == ("build", REPO)
+    wheel = cli_venv.build_wheel(REPO, str(tmp_path))
     assert os.path.basename(wheel) == f"netmgr-{__version__}-py3-none-any.whl"
     names = zipfile.ZipFile(wheel).namelist()
     data = f"netmgr-{__version__}.data/data/share/netmgr/"
@@ -278,51 +279,51 @@ def test_an_install_from_a_wheel_file_names_it(tmp_path):
                                                       "archive_info": {}}))
     installed = importlib.metadata.PathDistribution(info)
     not_a_checkout = str(tmp_path)
-    assert install.find_wheel(source=not_a_checkout, distribution=installed) == ("file", wheel)
+    assert cli_venv.find_wheel(source=not_a_checkout, distribution=installed) == ("file", wheel)
 
     os.rename(wheel, tmp_path / "elsewhere.whl")  # gone: the wheelhouse may hold one
     wheelhouse = tmp_path / "wheels"
     wheelhouse.mkdir()
     there = write_wheel(str(wheelhouse), version=__version__)
     write_wheel(str(wheelhouse), version="0.0.1")  # another version is not this netmgr
-    assert install.find_wheel(str(wheelhouse), not_a_checkout, installed) == ("file", there)
-    assert install.find_wheel(None, not_a_checkout, installed) is None
+    assert cli_venv.find_wheel(str(wheelhouse), not_a_checkout, installed) == ("file", there)
+    assert cli_venv.find_wheel(None, not_a_checkout, installed) is None
 
 
 def test_the_digest_is_of_the_files_not_the_zip(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    first = install.wheel_digest(write_wheel(str(tmp_path / "a")))
-    assert install.wheel_digest(write_wheel(str(tmp_path / "b"), date=(2024, 5, 6, 7, 8, 10))) \
+    first = cli_venv.wheel_digest(write_wheel(str(tmp_path / "a")))
+    assert cli_venv.wheel_digest(write_wheel(str(tmp_path / "b"), date=(2024, 5, 6, 7, 8, 10))) \
         == first
-    assert install.wheel_digest(write_wheel(str(tmp_path / "b"), says="two")) != first
+    assert cli_venv.wheel_digest(write_wheel(str(tmp_path / "b"), says="two")) != first
 
 
 def test_the_venv_is_made_once_and_remade_when_the_wheel_changes(tmp_path):
     wheels, venv = tmp_path / "wheels", str(tmp_path / "opt" / "netmgr")
     wheels.mkdir()
     wheel = write_wheel(str(wheels))
-    made = install.install_venv(venv, wheel, str(wheels), python=sys.executable)
+    made = cli_venv.install_venv(venv, wheel, str(wheels), python=sys.executable)
     assert [a.target.split()[1:3] for a in made if a.verb == "run"] == [
         ["-m", "venv"], ["-m", "pip"], ["-m", "pip"]]
     assert subprocess.run([f"{venv}/bin/netmgr"], capture_output=True, text=True).stdout == "one\n"
     assert os.path.isfile(f"{venv}/share/man/man1/netmgr.1")
 
-    again = install.install_venv(venv, wheel, str(wheels), python=sys.executable)
-    assert again == [install.Action("unchanged", venv, "netmgr from netmgr-1.0-py3-none-any.whl")]
+    again = cli_venv.install_venv(venv, wheel, str(wheels), python=sys.executable)
+    assert again == [cli_venv.Action("unchanged", venv, "netmgr from netmgr-1.0-py3-none-any.whl")]
 
     rebuilt = write_wheel(str(wheels), says="two")  # same version, other files
-    remade = install.install_venv(venv, rebuilt, str(wheels))
+    remade = cli_venv.install_venv(venv, rebuilt, str(wheels))
     assert "-m venv" not in " ".join(a.target for a in remade)
     assert subprocess.run([f"{venv}/bin/netmgr"], capture_output=True, text=True).stdout == "two\n"
     assert oct(os.stat(f"{venv}/bin/netmgr").st_mode & 0o755) == "0o755"
 
 
 def test_no_wheel_to_be_found_is_an_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(install, "find_wheel", lambda find_links: None)
+    monkeypatch.setattr(cli_venv, "find_wheel", lambda find_links: None)
     with pytest.raises(InstallError, match=f"cannot find a wheel of netmgr {__version__}: "
                                            "give --wheel PATH"):
-        install.install_venv(str(tmp_path / "venv"))
+        cli_venv.install_venv(str(tmp_path / "venv"))
 
 
 # ------------------------------------------------------------------------------ logrotate

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtensionOID
 from cryptography.x509.oid import NameOID
 
-from netmgr import crypto
+from netmgr import certinfo, crypto
 from netmgr.errors import StartupError
 
 PASSWORD = "dummy pw!"  # the password of the 1.0 test-suite's encrypted EC key
@@ -264,11 +264,11 @@ def test_missing_key_is_created_as_1_0_does(tmp_path):
 
 def test_fingerprint(tmp_path, ec_pair):
     cert = crypto.load_certificate(ec_pair[0])
-    sha1 = crypto.fingerprint(ec_pair[0])
-    assert sha1 == crypto.fingerprint(cert, "sha1") == cert.fingerprint(hashes.SHA1()).hex(":")
-    sha256 = crypto.fingerprint(cert, "SHA256")
+    sha1 = certinfo.fingerprint(ec_pair[0])
+    assert sha1 == certinfo.fingerprint(cert, "sha1") == cert.fingerprint(hashes.SHA1()).hex(":")
+    sha256 = certinfo.fingerprint(cert, "SHA256")
     assert sha256 == cert.fingerprint(hashes.SHA256()).hex(":") and len(sha256) == 32 * 3 - 1
-    assert len(crypto.fingerprint(cert, "blake2b")) == 64 * 3 - 1
+    assert len(certinfo.fingerprint(cert, "blake2b")) == 64 * 3 - 1
 
 
 # ------------------------------------------------------------------------------- real TLS
@@ -367,7 +367,7 @@ def test_msl_network_1_0_client_trusts_on_first_use(tmp_path, tls_server, ec_pai
     result = json.loads(run_msl(tmp_path, MSL_TOFU, server.port))
     saved = tmp_path / "msl" / "certs" / "localhost.crt"
     assert result == {"path": str(saved), "check_hostname": True, "hello": "hello\n"}
-    assert crypto.fingerprint(saved.read_bytes()) == crypto.fingerprint(cert)
+    assert certinfo.fingerprint(saved.read_bytes()) == certinfo.fingerprint(cert)
     again = json.loads(run_msl(tmp_path, MSL_TOFU, server.port))  # now from the saved file
     assert again == result
 
@@ -402,9 +402,9 @@ def as_1_0_dumps_it(text):
 def test_dump_equals_1_0_for_a_1_0_certificate(tmp_path):
     path = run_msl(tmp_path, MSL_GENERATE, tmp_path / "msl.crt").strip()
     assert path == str(tmp_path / "msl.crt")
-    ours = crypto.dump_certificate(path)
+    ours = certinfo.dump_certificate(path)
     assert as_1_0_dumps_it(ours).splitlines() == msl_dumps(tmp_path, path)[0].splitlines()
-    assert ours.splitlines()[-2:] == ["Fingerprint (SHA1):", crypto.fingerprint(path)]
+    assert ours.splitlines()[-2:] == ["Fingerprint (SHA1):", certinfo.fingerprint(path)]
     assert "  Encryption: RSA" in ours and "Extensions:" in ours
 
 
@@ -415,13 +415,13 @@ def test_dump_equals_1_0_for_our_single_extension_certificates(tmp_path, algorit
     one = crypto.generate_certificate(str(tmp_path / "one.crt"), key, algorithm="sha512",
                                       extensions=[crypto.subject_alt_name("x.example")])
     theirs = msl_dumps(tmp_path, plain, one)
-    assert [as_1_0_dumps_it(crypto.dump_certificate(plain)), as_1_0_dumps_it(crypto.dump_certificate(one))] \
-        == theirs
+    assert [as_1_0_dumps_it(certinfo.dump_certificate(plain)),
+            as_1_0_dumps_it(certinfo.dump_certificate(one))] == theirs
     assert "Extensions:" not in theirs[0]
 
 
 def test_dump_lists_every_extension(tmp_path, ec_pair):
-    lines = as_1_0_dumps_it(crypto.dump_certificate(ec_pair[0])).splitlines()
+    lines = as_1_0_dumps_it(certinfo.dump_certificate(ec_pair[0])).splitlines()
     start = lines.index("Extensions:")
     assert lines[start + 1].startswith("  BasicConstraints(ca=False, path_length=None):")
     assert lines[start + 2:start + 5] == ["    oid: 2.5.29.19", "    name: basicConstraints",
@@ -442,9 +442,9 @@ def test_ensure_certificate_creates_once_then_reuses(tmp_path):
     cert, key = str(tmp_path / "certs" / "h.crt"), str(tmp_path / "keys" / "h.key")
     assert crypto.ensure_certificate(cert, key, PASSWORD) == (cert, key, True)
     assert mode_of(key) == 0o600
-    first = crypto.fingerprint(cert, "SHA256")
+    first = certinfo.fingerprint(cert, "SHA256")
     assert crypto.ensure_certificate(cert, key, PASSWORD) == (cert, key, False)
-    assert crypto.fingerprint(cert, "SHA256") == first
+    assert certinfo.fingerprint(cert, "SHA256") == first
     crypto.server_context(cert, key, PASSWORD)
 
 
@@ -459,8 +459,8 @@ def test_ensure_certificate_from_an_existing_key(tmp_path):
 def test_ensure_certificate_replaces_a_certificate_without_its_key(tmp_path):
     cert, key = str(tmp_path / "h.crt"), str(tmp_path / "h.key")
     crypto.ensure_certificate(cert, key)
-    old = crypto.fingerprint(cert)
+    old = certinfo.fingerprint(cert)
     os.remove(key)
     assert crypto.ensure_certificate(cert, key) == (cert, key, True)
-    assert crypto.fingerprint(cert) != old
+    assert certinfo.fingerprint(cert) != old
     crypto.server_context(cert, key)
