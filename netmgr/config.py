@@ -27,7 +27,8 @@ import os
 import time
 
 from netmgr.errors import ConfigError, Failed, UsageError
-from netmgr.hostinfo import database_path, default_cert_and_key, default_home, log_dir
+from netmgr.hostinfo import (CONTROL_SOCKET, SERVICE_RUNTIME_DIR, control_socket_path, database_path,
+                             default_cert_and_key, default_home, log_dir)
 
 SYSTEM_CONFIG = "/etc/netmgr/netmgr.conf"
 """The config file read when neither ``--config`` nor ``$NETMGR_CONFIG`` names one (if it exists)."""
@@ -309,7 +310,9 @@ class Config:
             key_source = from_home
         return {"home": (self.home, "default"), "database": (self.database, from_home),
                 "cert_file": (cert, from_home), "key_file": (key, key_source),
-                "log_file": (os.path.join(log_dir(self.home), LOG_NAME_SHOWN), from_home)}
+                "log_file": (os.path.join(log_dir(self.home), LOG_NAME_SHOWN), from_home),
+                "control_socket": (control_socket_path(self.home),
+                                   f"{from_home}; {SERVICE_RUNTIME_DIR}/{CONTROL_SOCKET} under systemd")}
 
     def as_dict(self):
         return {key: value for key, value, _ in self.items()}

@@ -234,8 +234,9 @@ def format_watch(status, table, width=80, now=None, source=""):
     out = [f"{printable(str(status['manager']))}  up {_uptime(totals.get('uptime', 0))}  {clock}  {source}",
            f"Peers {len(status['peers'])}  Clients {len(status['clients'])}  "
            f"Services {len(status['services'])}  In flight {totals.get('in_flight', 0)}  "
-           f"Queued {_size(totals.get('queued_bytes', 0))}  "
-           f"Connections {totals.get('connections', 0)}  Dropped {totals.get('dropped', 0)}", ""]
+           f"Queued {_size(totals.get('queued_bytes', 0))}",
+           f"Since the start: {totals.get('connections', 0)} connections, "
+           f"{totals.get('dropped', 0)} dropped by the Manager", ""]
     services = status["services"]
     out.append(f"Services ({len(services)})")
     if services:

@@ -335,3 +335,22 @@ class Screen:
             if not chunk:
                 return self.data
             self.data += chunk.decode(errors="replace")
+
+
+def test_the_watch_view_fits_80_columns_without_cutting_the_totals():
+    from netmgr.cli.actions import table
+    from netmgr.cli.status import format_watch
+
+    status = {"manager": "Manager[lab-server-01:1875]", "peers": [{}] * 120, "clients": ["C[h:1]"] * 100,
+              "services": {"Multimeter": {"address": "lab-pc-17:50123", "max_clients": -1, "in_flight": 3,
+                                         "links": ["Script[h:5]"], "locks": []}},
+              "totals": {"uptime": 9 * 86400 + 3700, "in_flight": 3, "queued_bytes": 123456789,
+                         "connections": 123456, "dropped": 789},
+              "recent": [{"datetime": "2026-11-25T12:00:01", "ip_address": "192.168.100.200",
+                          "port": 50123, "message": "connected as a service"}]}
+    lines = format_watch(status, table, 80, source="/run/netmgr/netmgr.sock").split("\n")
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[1] == "Peers 120  Clients 100  Services 1  In flight 3  Queued 117.7 MiB"
+    assert lines[2] == "Since the start: 123456 connections, 789 dropped by the Manager"
+    row = lines[lines.index("Services (1)") + 3]
+    assert row.split() == ["Multimeter", "lab-pc-17:50123", "∞", "3", "Script", "-"]
