@@ -146,15 +146,17 @@ def find_wheel(find_links=None, source=None, distribution=None):
     """The wheel of the running netmgr: ``("build", source tree)``, ``("file", wheel)`` or None.
 
     A source checkout (an editable install, a run from the tree) is built; an install from a
-    wheel file names that file in its ``direct_url.json``; else `find_links` may hold it.
+    wheel file, or from a source tree (``pip install .``), names it in its ``direct_url.json``;
+    else `find_links` may hold the wheel.
     `source` and `distribution` (the installed one's metadata) are for tests."""
     source = os.path.dirname(_HERE) if source is None else source
-    if os.path.isfile(os.path.join(source, "setup.cfg")) and os.path.isfile(
-            os.path.join(source, "netmgr", "__init__.py")):
+    if _is_source(source):
         return "build", source
     installed_from = _installed_from(distribution)
-    if installed_from:
+    if installed_from and installed_from.endswith(".whl"):
         return "file", installed_from
+    if installed_from and _is_source(installed_from):  # ``pip install /path/to/checkout``
+        return "build", installed_from
     if find_links:
         pattern = os.path.join(glob.escape(find_links), f"netmgr-{__version__}-*.whl")
         found = sorted(glob.glob(pattern))
@@ -163,8 +165,14 @@ def find_wheel(find_links=None, source=None, distribution=None):
     return None
 
 
+def _is_source(path):
+    return os.path.isfile(os.path.join(path, "setup.cfg")) and os.path.isfile(
+        os.path.join(path, "netmgr", "__init__.py"))
+
+
 def _installed_from(distribution=None):
-    """The wheel file named by the installed netmgr's ``direct_url.json``, if it still exists."""
+    """The wheel file or source tree named by the installed netmgr's ``direct_url.json``, if it
+    still exists."""
     try:
         distribution = distribution or importlib.metadata.distribution("netmgr")
         url = json.loads(distribution.read_text("direct_url.json") or "{}").get("url", "")
@@ -172,7 +180,7 @@ def _installed_from(distribution=None):
         return None
     parsed = urllib.parse.urlparse(url)
     path = urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else ""
-    return path if path.endswith(".whl") and os.path.isfile(path) else None
+    return path if os.path.isfile(path) or os.path.isdir(path) else None
 
 
 def build_wheel(source, into, find_links=None):

@@ -290,6 +290,17 @@ def test_an_install_from_a_wheel_file_names_it(tmp_path):
     assert cli_venv.find_wheel(None, not_a_checkout, installed) is None
 
 
+def test_an_install_from_a_source_tree_builds_that_tree(tmp_path):
+    """``pip install /path/to/checkout`` (not editable) names the tree in direct_url.json."""
+    info = tmp_path / f"netmgr-{__version__}.dist-info"
+    info.mkdir()
+    (info / "direct_url.json").write_text(json.dumps({"url": "file://" + REPO, "dir_info": {}}))
+    installed = importlib.metadata.PathDistribution(info)
+    assert cli_venv.find_wheel(source=str(tmp_path), distribution=installed) == ("build", REPO)
+    (info / "direct_url.json").write_text(json.dumps({"url": f"file://{tmp_path}/gone", "dir_info": {}}))
+    assert cli_venv.find_wheel(source=str(tmp_path), distribution=installed) is None
+
+
 def test_the_digest_is_of_the_files_not_the_zip(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
