@@ -6,8 +6,9 @@
       UsageError          the user can fix it: one line on stderr, exit status 2
         ConfigError       a config file or environment value; the text names where it came from
         StartupError      the Manager cannot start (1.0's words where it has some)
-        InstallError      a step of ``netmgr install-service`` failed
       Failed              a command failed: its text is printed as it is, exit status 1
+        PathError         a file or directory cannot be created or opened; the text names both
+        InstallError      a step of ``netmgr install-service`` failed, or it refused one
       ProtocolError       a peer broke the framing: the Manager disconnects it
         LineTooLong
       NestingTooDeep      (also a ValueError) JSON nested deeper than protocol.MAX_NESTING
@@ -44,12 +45,17 @@ class StartupError(UsageError):
     """The Manager cannot start; the text is for the operator (1.0's wording where it has one)."""
 
 
-class InstallError(UsageError):
+class Failed(NetmgrError):
+    """The command failed; the text is printed as it is (1.0's words, without an exception name)."""
+
+
+class InstallError(Failed):
     """A step of ``netmgr install-service`` failed; the text is for the operator."""
 
 
-class Failed(NetmgrError):
-    """The command failed; the text is printed as it is (1.0's words, without an exception name)."""
+class PathError(Failed):
+    """A file or directory cannot be created or opened. The text names the path and what was
+    being done, e.g. ``cannot open the database /x/manager.sqlite3: file is not a database``."""
 
 
 class ProtocolError(NetmgrError):

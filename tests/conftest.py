@@ -128,6 +128,41 @@ def msl_factory(tmp_path):
         mgr.stop(sig=signal.SIGINT)
 
 
+def _without_inherited_settings(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("NETMGR_") or name in ("MSL_NETWORK_HOME", "RUNTIME_DIRECTORY"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def clean_env(tmp_path, monkeypatch):
+    """No inherited NETMGR_*, MSL_NETWORK_HOME or RUNTIME_DIRECTORY, and an empty config file
+    instead of /etc's, named by NETMGR_CONFIG so that subprocesses get it too."""
+    from netmgr.store import models
+
+    _without_inherited_settings(monkeypatch)
+    empty = tmp_path / "empty.conf"
+    empty.write_text("")
+    monkeypatch.setenv("NETMGR_CONFIG", str(empty))
+    yield
+    models.close_db()
+
+
+@pytest.fixture
+def home_env(tmp_path, monkeypatch):
+    """A home of its own (NETMGR_HOME, returned), no config file (never the real /etc), no
+    inherited NETMGR_* settings: for commands run in this process."""
+    from netmgr import config
+    from netmgr.store import models
+
+    _without_inherited_settings(monkeypatch)
+    home = tmp_path / "home"
+    monkeypatch.setenv("NETMGR_HOME", str(home))
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", str(tmp_path / "no-such-netmgr.conf"))
+    yield home
+    models.close_db()
+
+
 @pytest.fixture
 def watchdog(request):
     """A hung test dumps every thread's stack and ends the run after the module's

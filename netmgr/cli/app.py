@@ -1,8 +1,9 @@
 """The ``netmgr`` command tree: the top-level group, error handling, and the shared options.
 
 Exit status 0 on success; on an error, one line (1.0's words where 1.0 had some) on stderr and
-1, or 2 for a usage error. ``NETMGR_DEBUG=1`` also shows the traceback. Settings not given as
-flags come from the environment, then the config file (:mod:`netmgr.config`).
+1, or 2 for a usage error; Ctrl-C is ``Aborted!`` and 130. ``NETMGR_DEBUG=1`` also shows the
+traceback. Settings not given as flags come from the environment, then the config file
+(:mod:`netmgr.config`).
 
 The commands live in modules of their own, which add themselves to :data:`cli` when they are
 imported (the end of this module imports them): ``start``, ``keys`` (keygen, certgen,
@@ -27,6 +28,10 @@ MULTI_WORD = {
     "user": {"-p", "--password"},
     "keygen": {"-p", "--password"},
     "certgen": {"-p", "--key-file-password"},
+    "status": {"--password", "--manager-password"},
+    "stop": {"--password", "--manager-password"},
+    "reload": {"--password", "--manager-password"},
+    "disconnect": {"--password", "--manager-password"},  # PEER first: the words run to the next option
 }
 
 
@@ -69,9 +74,9 @@ def run(invoke):
     except click.exceptions.NoArgsIsHelpError as exc:  # bare ``netmgr``: help, as 1.0
         click.echo(exc.ctx.get_help())
         return 0
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # a prompt: Ctrl-C (130) or the end of the input (1)
         click.echo("Aborted!", err=True)
-        return 1
+        return 130 if isinstance(exc.__context__, KeyboardInterrupt) else 1
     except KeyboardInterrupt:
         click.echo("Aborted!", err=True)
         return 130

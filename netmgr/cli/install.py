@@ -31,7 +31,7 @@ import sys
 
 from netmgr.cli.venv import DEFAULT_EXECUTABLE, VENV, Action, base_python, check_executable, \
     install_venv, run, write
-from netmgr.errors import InstallError
+from netmgr.errors import InstallError, UsageError
 
 SERVICE_USER = "netmgr"
 #: the settings the service's config must have, whatever the template says
@@ -134,7 +134,7 @@ def install_service(prefix="/", config_template=None, dry_run=False, executable=
     prefix = os.path.abspath(prefix)
     run_commands = prefix == "/" if run_commands is None else run_commands
     if executable and (wheel or find_links or python):
-        raise InstallError("--executable runs an installed netmgr, --wheel, --find-links and "
+        raise UsageError("--executable runs an installed netmgr, --wheel, --find-links and "
                            f"--python make {VENV}: give one or the other")
     if executable:
         executable = os.path.abspath(executable)

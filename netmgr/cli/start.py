@@ -33,8 +33,8 @@ D = config.DEFAULTS
 @click.option("-p", "--port", default=None, help=f"Port (0 picks a free one) [default: {D['port']}].")
 @click.option("-G", "--log-level", default=None,
               help=f"Log level: a name (any case) or a number [default: {D['log_level']}].")
-@click.option("-l", "--log-file", default=None, help="Also log to this file (appended) "
-              "[default: HOME/logs/manager-<time>.log; 'none': no file].")
+@click.option("-l", "--log-file", default=None, help="Also log to this file (appended; its "
+              "directory must exist) [default: HOME/logs/manager-<time>.log; 'none': no file].")
 @click.option("--max-connections", type=click.IntRange(1), default=None,
               help=f"Connections served at once; more wait in the backlog "
                    f"[default: {D['max_connections']}].")
@@ -80,14 +80,26 @@ D = config.DEFAULTS
 @click.option("--connections-max-age", type=click.FloatRange(0), default=None,
               help=f"Days a connection-log row is kept; 0: no limit "
                    f"[default: {D['connections_max_age']}].")
+@click.option("--control-socket", default=None, metavar="PATH",
+              help="The local control socket; 'none': none [default: $RUNTIME_DIRECTORY/netmgr.sock "
+                   "under systemd, else HOME/netmgr.sock].")
 @config_option
 def start(config_file, auth_hostname, auth_login, auth_password, log_file, **flags):
-    """Start the Network Manager."""
+    """Start the Network Manager.
+
+    It runs until SIGTERM (then exits 0), `netmgr stop` (0) or Ctrl-C (130, after the same clean
+    stop); SIGHUP reloads the settings and opens the log file again (logrotate). It exits 2 when
+    it cannot start (a port in use, a bad option), 1 when a file cannot be created or opened
+    (HOME, the database, the log file), 130 on Ctrl-C during the start; a start that fails
+    leaves no new file behind.
+    """
     from netmgr.daemon import startup
 
     if log_file is not None and log_file.strip().lower() == "none":
         log_file = ""
 
+    if flags.get("control_socket") is not None:
+        flags["control_socket"] = config.KEYS["control_socket"][0](flags["control_socket"])
     if flags.get("max_startups") is not None:
         try:
             flags["max_startups"] = config.KEYS["max_startups"][0](flags["max_startups"])
@@ -98,4 +110,4 @@ def start(config_file, auth_hostname, auth_login, auth_password, log_file, **fla
         cfg = _settings(config_file, log_file=log_file, **flags)
         return cfg.with_auth_flags(auth_hostname, auth_login, auth_password)
 
-    startup.run(resolve(), reread=resolve)  # SIGHUP resolves the settings again
+    return startup.run(resolve(), reread=resolve)  # SIGHUP resolves the settings again; 130 after Ctrl-C

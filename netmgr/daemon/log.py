@@ -8,7 +8,12 @@ when ``json=True``. The start-up line keeps 1.0's text because harnesses match i
 Under systemd (``$JOURNAL_STREAM`` names the very stream stdout is) events go to the journal
 by its native protocol, one field per key, so ``journalctl -u netmgr -o json`` shows ``EVENT=``,
 ``PEER=`` …; when the journal's socket is missing they fall back to JSON lines on stdout.
-The log file keeps the text format.
+The log file keeps the text format. ``netmgr start`` holds the file's events until the Manager
+is running (:func:`open_file`: a start that fails creates no log file and appends nothing to an
+existing one), and SIGHUP opens it again by its name (:func:`reopen`, after logrotate renamed it).
+
+What would reach stderr raw, a traceback, becomes one WARNING event with the error and, at DEBUG,
+the traceback: :func:`log_exception`, and :func:`log_hub_errors` for greenlets that die of one.
 
 A peer chooses some of what is logged (a name, an error text), so no rendering writes a
 non-printable character raw (issue 10, finding 8): the text format and the journal's MESSAGE=
@@ -24,6 +29,7 @@ import re
 import socket
 import struct
 import sys
+import traceback
 from json import dumps as _ascii_json, loads as _stdlib_loads
 
 import orjson
@@ -192,6 +198,90 @@ class JournalHandler(logging.Handler):
         super().close()
 
 
+# ------------------------------------------------------------------------------------ log file
+
+class LogFile(logging.FileHandler):
+    """The log file, appended to. With ``hold=True`` nothing is written, nor the file created,
+    until :meth:`open`: the events are kept until then."""
+
+    def __init__(self, path, hold=False):
+        super().__init__(path, mode="a", encoding="utf-8", delay=hold)
+        self.held = [] if hold else None
+
+    def emit(self, record):
+        if self.held is None:
+            super().emit(record)
+        else:
+            self.held.append(record)
+
+    def open(self):
+        """Open the file (OSError if it cannot be) and write the events held until now."""
+        with self.lock:
+            if self.held is None:
+                return
+            self.stream = self._open()
+            held, self.held = self.held, None
+            for record in held:
+                super().emit(record)
+
+    def reopen(self):
+        """Open the file again by its name: logrotate has renamed the one written until now."""
+        if self.held is None:
+            old = self.setStream(self._open())
+            if old is not None:
+                old.close()
+
+
+def _log_files():
+    return [h for h in logging.getLogger(LOGGER_NAME).handlers if isinstance(h, LogFile)]
+
+
+def open_file():
+    """Start writing the held log file (``configure(hold=True)``); OSError if it cannot be opened."""
+    for handler in _log_files():
+        handler.open()
+
+
+def reopen():
+    """Open the log file again by its name (SIGHUP, after logrotate renamed it): the events that
+    follow go to a new file at the configured path. One that cannot be opened keeps the old one."""
+    for handler in _log_files():
+        try:
+            handler.reopen()
+        except OSError as exc:
+            get_logger().warning("log_file_reopen_failed", path=handler.baseFilename,
+                                 error=exc.strerror or str(exc))
+
+
+# ------------------------------------------------------------------------------------ exceptions
+
+def log_exception(event, exc_info, logger=None, **fields):
+    """``exc_info`` (type, value, traceback) as one WARNING event ``event error=<Type>: <text>``
+    and, at DEBUG, a ``traceback`` event: a traceback reaches the log, never raw stderr."""
+    kind, value, tb = exc_info
+    logger = logger or get_logger()
+    logger.warning(event, error=f"{kind.__name__}: {value}" if value is not None else kind.__name__,
+                   **fields)
+    text = "".join(traceback.format_exception(kind, value, tb)).rstrip("\n")
+    logger.debug("traceback", traceback=text)
+
+
+def log_hub_errors(hub):
+    """Make gevent's `hub` log what it prints on stderr: a greenlet or callback that died of an
+    exception becomes ``unhandled_error error=… where=<greenlet>`` (and the traceback at DEBUG)."""
+    def print_exception(context, kind, value, tb):
+        if issubclass(kind, KeyboardInterrupt):
+            return  # thrown into the main greenlet, which reports it ("Aborted!", exit 130)
+        try:
+            where = context if isinstance(context, str) or context is None \
+                else hub.format_context(context)
+            log_exception("unhandled_error", (kind, value, tb), where=where)
+        except Exception:  # noqa: BLE001 -- the hub's handler must never raise: gevent's own way
+            type(hub).print_exception(hub, context, kind, value, tb)
+
+    hub.print_exception = print_exception
+
+
 def _formatter(renderer):
     return structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
@@ -200,11 +290,12 @@ def _formatter(renderer):
     )
 
 
-def configure(level="INFO", log_file=None, json=False, stream=None, journal=None):
+def configure(level="INFO", log_file=None, json=False, stream=None, journal=None, hold=False):
     """Send netmgr's events to ``stream`` (stdout) and, if given, ``log_file``.
 
     ``journal``: True sends the stream's events to journald instead, None does so when
-    :func:`journal_stream_is_stdout`; the log file is unaffected.
+    :func:`journal_stream_is_stdout`; the log file is unaffected. ``hold``: the log file is
+    opened by :func:`open_file` only, its events kept until then.
     """
     formatter = _formatter(_render_json if json else _render_text)
     if journal is None:
@@ -222,7 +313,7 @@ def configure(level="INFO", log_file=None, json=False, stream=None, journal=None
         handler.setFormatter(formatter)
     root.addHandler(handler)
     if log_file:
-        file_handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        file_handler = LogFile(log_file, hold=hold)
         file_handler.setFormatter(formatter)
         root.addHandler(file_handler)
     root.setLevel(parse_level(level))

@@ -39,6 +39,34 @@ logger = log.get_logger("netmgr.daemon.manager")
 _numeric_address = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 
 
+def bind(cfg, backlog=1024):
+    """The listening socket of `cfg` (host, port); all interfaces, IPv4 and IPv6, without a host.
+
+    ``netmgr start`` binds it before it creates any file and hands it to :class:`Manager`, so
+    that a busy port leaves nothing behind."""
+    host, port = cfg.host, cfg.port
+    if host is None:
+        # all interfaces, IPv4 and IPv6 (1.0 binds both 0.0.0.0 and ::)
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            address = ("::", port)
+        except OSError:
+            sock, address = socket.socket(socket.AF_INET, socket.SOCK_STREAM), ("0.0.0.0", port)
+    else:
+        family, _, _, _, address = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 class Manager:
     """The Network Manager: lifecycle verbs ``start()``, ``serve_forever()``, ``stop()``.
 
@@ -74,6 +102,7 @@ class Manager:
         self._background = []
         self.reloader = None  # callable(manager) that re-reads configuration (set by netmgr.daemon.startup)
         self._stopped = Event()
+        self.stopped_by = None  # the signal that stopped the Manager (SIGINT: exit status 130)
         self._reloading = False
         self._local = set()
         self.attributes = None
@@ -93,7 +122,7 @@ class Manager:
         """Open the database, choose the auth mode, bind and start accepting."""
         self._open_database()
         self._choose_auth()
-        listener = self._listener or self._bind()
+        listener = self._listener or bind(self.cfg, self.BACKLOG)
         if not isinstance(listener, socket.socket):  # inherited from systemd (netmgr.socket)
             listener = socket.socket(fileno=listener.detach())
         listener.setblocking(False)
@@ -107,7 +136,7 @@ class Manager:
         self._open_control()
         # handlers before anyone can see the start-up line: a signal right after it must not kill us
         for signum in (signal.SIGINT, signal.SIGTERM):
-            gevent.signal_handler(signum, self.request_stop)
+            gevent.signal_handler(signum, self.request_stop, signum)
         gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
         self._background = [gevent.spawn(self._flush_events), gevent.spawn(self._sweep),
                             gevent.spawn(self._prune_connection_log)]
@@ -171,25 +200,6 @@ class Manager:
             "hostname": lambda: HostnameAuth(self.trusted_hostnames),
         }[cfg.auth]()
 
-    def _bind(self):
-        host, port = self.cfg.host, self.cfg.port
-        if host is None:
-            # all interfaces, IPv4 and IPv6 (1.0 binds both 0.0.0.0 and ::)
-            try:
-                sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-                address = ("::", port)
-            except OSError:
-                sock, address = socket.socket(socket.AF_INET, socket.SOCK_STREAM), ("0.0.0.0", port)
-        else:
-            family, _, _, _, address = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-            sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(self.BACKLOG)
-        sock.setblocking(False)
-        return sock
-
     def serve_forever(self):
         """Run until :meth:`stop` (SIGINT/SIGTERM, or an admin ``shutdown_manager``).
 
@@ -246,7 +256,10 @@ class Manager:
         systemd.ready(self.describe())
         return failure
 
-    def request_stop(self, *_):
+    def request_stop(self, signum=None):
+        """Stop (:meth:`serve_forever` returns); `signum` is the signal that asked, if one did."""
+        if not self._stopped.is_set():
+            self.stopped_by = signum
         self._stopped.set()
 
     def stop(self):

@@ -12,6 +12,7 @@ before the reader blocks again, which lets the writers flush each destination's 
 requests (STYLE.md rule 7).
 """
 import collections
+import sys
 import time
 
 import gevent
@@ -107,6 +108,9 @@ class Session(Output):
         except (OSError, gevent.GreenletExit) as exc:
             if isinstance(exc, OSError):
                 self.log.info("connection_error", reason=str(exc))
+            flush = False
+        except Exception:  # noqa: BLE001 -- a bug ends this session only, logged with its traceback
+            log.log_exception("session_failed", sys.exc_info(), self.log, name=self.name)
             flush = False
         finally:
             self._cleanup(flush)
@@ -224,7 +228,7 @@ class Session(Output):
         try:
             return self._dispatch(line)
         except Exception as exc:  # noqa: BLE001 -- an error reply, and the session lives on
-            self.log.warning("dispatch_failed", error=f"{type(exc).__name__}: {exc}")
+            log.log_exception("dispatch_failed", sys.exc_info(), self.log)  # the traceback at DEBUG
             self.reply_error(f"{type(exc).__name__}: {exc}", find_uid(line))
             return True
 

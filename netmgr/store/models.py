@@ -20,10 +20,11 @@ import datetime as dt
 import os
 import re
 
-from peewee import (AutoField, BlobField, BooleanField, Field, IntegerField, IntegrityError, Model,
-                    SqliteDatabase, TextField, chunked)
+from peewee import (AutoField, BlobField, BooleanField, DatabaseError, Field, IntegerField, IntegrityError,
+                    Model, SqliteDatabase, TextField, chunked)
 from playhouse.sqlite_ext import RowIDField
 
+from netmgr.errors import PathError
 from netmgr.hostinfo import localhost_aliases
 from netmgr.store.passwords import DEFAULT_ROUNDS, hash_password, needs_rehash, verify_dummy, verify_password
 
@@ -143,6 +144,15 @@ def _is_memory(path):
     return path == ':memory:' or path.startswith('file::memory:')
 
 
+def make_dirs(path):
+    """Create the directory *path* and its missing parents; :class:`PathError` names the one that
+    cannot be made (``cannot create the directory /x/home: Not a directory``)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise PathError(f'cannot create the directory {exc.filename or path}: {exc.strerror or exc}') from exc
+
+
 def open_db(path, wal=True, seed_hostnames=True, busy_timeout_ms=BUSY_TIMEOUT_MS):
     """Open (creating if needed) the database at *path* and bind the models to it; return ``db``.
 
@@ -150,22 +160,28 @@ def open_db(path, wal=True, seed_hostnames=True, busy_timeout_ms=BUSY_TIMEOUT_MS
     readers work next to a running Manager; it is skipped for ``:memory:``. With *seed_hostnames*, an
     empty ``auth_hostnames`` receives :func:`netmgr.hostinfo.localhost_aliases`, as 1.0 does on every open (§6 item 8: pass
     False to let an emptied table stay empty).
+
+    A file that cannot be used raises :class:`PathError` naming it, for every caller (the Manager and
+    the admin commands): ``cannot open the database /x/manager.sqlite3: file is not a database``.
     """
     path = os.fspath(path)
     memory = _is_memory(path)
     if not memory:
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
+        make_dirs(os.path.dirname(os.path.abspath(path)))
     pragmas = [('busy_timeout', int(busy_timeout_ms))]
     if wal and not memory:
         pragmas.insert(0, ('journal_mode', 'wal'))
-    db.init(path, pragmas=pragmas, timeout=busy_timeout_ms / 1000)
-    db.connect(reuse_if_open=True)
-    with db.atomic('IMMEDIATE'):
-        for statement in SCHEMA:
-            db.execute_sql(statement)
-    if seed_hostnames and not Hostname.select().exists():
-        hostnames.insert_many(localhost_aliases())
+    try:
+        db.init(path, pragmas=pragmas, timeout=busy_timeout_ms / 1000)
+        db.connect(reuse_if_open=True)
+        with db.atomic('IMMEDIATE'):
+            for statement in SCHEMA:
+                db.execute_sql(statement)
+        if seed_hostnames and not Hostname.select().exists():
+            hostnames.insert_many(localhost_aliases())
+    except DatabaseError as exc:  # sqlite3's errors, as peewee raises them
+        close_db()
+        raise PathError(f'cannot open the database {path}: {exc}') from exc
     return db
 
 

@@ -30,16 +30,8 @@ SIGNATURE_HASHES = "SHA224, SHA256, SHA384, SHA3_224, SHA3_256, SHA3_384, SHA3_5
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    """A home of its own, no config file (never the real /etc), no inherited NETMGR_* settings."""
-    for name in list(os.environ):
-        if name.startswith("NETMGR_") or name == "MSL_NETWORK_HOME":
-            monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    monkeypatch.setenv("NETMGR_HOME", str(home))
-    monkeypatch.setattr(config, "SYSTEM_CONFIG", str(tmp_path / "no-such-netmgr.conf"))
-    yield home
-    models.close_db()
+def home(home_env):
+    return home_env
 
 
 def run(*args, input=None, env=None):

@@ -21,16 +21,8 @@ FAST = ["--bcrypt-rounds", "4"]
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """A home of its own, no config file (never the real /etc), no inherited NETMGR_* settings."""
-    for name in list(os.environ):
-        if name.startswith("NETMGR_") or name == "MSL_NETWORK_HOME":
-            monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    monkeypatch.setenv("NETMGR_HOME", str(home))
-    monkeypatch.setattr(config, "SYSTEM_CONFIG", str(tmp_path / "no-such-netmgr.conf"))
-    yield home
-    models.close_db()
+def isolated(home_env):
+    return home_env
 
 
 @pytest.fixture

@@ -24,27 +24,15 @@ from msl.network import connect
 from conftest import ManagerProcess, free_port
 from msl_services import Echo
 from netmgr.cli import app as cli
-from netmgr.store import models
 
 WAIT = 30
 PW = "dummy pw!"
 TEST_DEADLINE = 120  # a hung test dumps every thread's stack and ends the run
 
 
-pytestmark = pytest.mark.usefixtures("watchdog")
+pytestmark = pytest.mark.usefixtures("watchdog", "clean_env")
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """No inherited NETMGR_* or MSL_NETWORK_HOME; an empty config file instead of /etc's."""
-    for name in list(os.environ):
-        if name.startswith("NETMGR_") or name == "MSL_NETWORK_HOME":
-            monkeypatch.delenv(name)
-    empty = tmp_path / "empty.conf"
-    empty.write_text("")
-    monkeypatch.setenv("NETMGR_CONFIG", str(empty))
-    yield
-    models.close_db()
 
 
 def netmgr(*args, env=None, input=None, timeout=60):

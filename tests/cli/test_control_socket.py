@@ -22,25 +22,13 @@ import pytest
 from msl.network import connect
 
 from msl_services import Echo
-from netmgr.store import models
 
 WAIT = 30
 TEST_DEADLINE = 180
-pytestmark = pytest.mark.usefixtures("watchdog")
+pytestmark = pytest.mark.usefixtures("watchdog", "clean_env")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """No inherited NETMGR_* or MSL_NETWORK_HOME; an empty config file instead of /etc's."""
-    for name in list(os.environ):
-        if name.startswith("NETMGR_") or name in ("MSL_NETWORK_HOME", "RUNTIME_DIRECTORY"):
-            monkeypatch.delenv(name)
-    empty = tmp_path / "empty.conf"
-    empty.write_text("")
-    monkeypatch.setenv("NETMGR_CONFIG", str(empty))
-    yield
-    models.close_db()
 
 
 def run(*args, home, input="", timeout=60, env=None):
@@ -104,8 +92,11 @@ def test_a_user_without_access_is_told_what_to_do(netmgr, netmgr_home):
     if pid == 0:  # the child: no exec, so the interpreter under /root stays usable
         code = 99
         try:
-            from netmgr.cli import app, status  # noqa: F401 -- before /root's site-packages go out of reach
-            import netmgr.client  # noqa: F401
+            import importlib
+
+            from netmgr.cli import app
+            for name in ("netmgr.cli.status", "netmgr.client"):  # before /root is out of reach
+                importlib.import_module(name)
 
             sys.stderr = open(write, "w", buffering=1)  # noqa: SIM115 -- the child's whole life
             os.environ["NETMGR_CONFIG"] = os.devnull  # the test's file is out of nobody's reach
@@ -220,6 +211,18 @@ def test_a_stale_socket_is_replaced_and_a_live_one_kept(netmgr_factory, netmgr_h
     assert "control_socket_unavailable" in third.output and "another Manager is listening" in third.output
     data = json.loads(netmgr_status(netmgr_home))
     assert data["manager"].endswith(f":{second.port}]")
+
+
+def test_the_socket_can_move_or_be_turned_off(netmgr_factory, netmgr_home, tmp_path):
+    elsewhere = tmp_path / "admin.sock"
+    mgr = netmgr_factory("--control-socket", elsewhere)
+    assert not (netmgr_home / "netmgr.sock").exists()
+    proc = run("status", "--socket", elsewhere, home=netmgr_home)
+    assert proc.returncode == 0 and proc.stdout.startswith("Manager: Manager["), proc.stderr
+    mgr.stop()
+    assert not elsewhere.exists()
+    netmgr_factory("--control-socket", "none")
+    assert not (netmgr_home / "netmgr.sock").exists() and not elsewhere.exists()
 
 
 def test_services_may_not_use_the_socket(netmgr, netmgr_home):

@@ -87,3 +87,92 @@ def test_journal_handler_escapes_the_message(stream, monkeypatch):
     assert message.isprintable()
     assert message.startswith(f"MESSAGE=peer_connected peer={ESCAPED} error=")
     assert stream.getvalue() == ""  # nothing went to the fallback
+
+
+# ------------------------------------------------------------------ issue 11: the log file, tracebacks
+
+def test_a_held_log_file_is_created_only_when_opened(stream, tmp_path):
+    path = tmp_path / "manager.log"
+    log.configure("INFO", log_file=str(path), stream=stream, journal=False, hold=True)
+    log.get_logger().info("loaded certificate /x.crt")
+    log.get_logger().info("not using authentication")
+    assert not path.exists()  # a start that fails here leaves no log file
+    log.open_file()
+    log.get_logger().info("Network Manager running on h:1 (TLS ENABLED)")
+    events = [line.split("] ", 1)[1] for line in path.read_text().splitlines()]
+    assert events == ["loaded certificate /x.crt", "not using authentication",
+                      "Network Manager running on h:1 (TLS ENABLED)"]
+
+
+def test_reopen_writes_a_new_file_at_the_path(stream, tmp_path):
+    path = tmp_path / "manager.log"
+    log.configure("INFO", log_file=str(path), stream=stream, journal=False)
+    log.get_logger().info("before")
+    path.rename(tmp_path / "manager.log.1")  # logrotate
+    log.reopen()
+    log.get_logger().info("after")
+    assert "before" in (tmp_path / "manager.log.1").read_text()
+    assert "after" not in (tmp_path / "manager.log.1").read_text()
+    assert path.read_text().rstrip("\n").endswith("] after")
+
+
+def test_reopen_keeps_the_old_file_when_the_path_cannot_be_opened(stream, tmp_path):
+    path = tmp_path / "logs" / "manager.log"
+    path.parent.mkdir()
+    log.configure("INFO", log_file=str(path), stream=stream, journal=False)
+    path.parent.rename(tmp_path / "old-logs")
+    log.reopen()
+    log.get_logger().info("still_logged")
+    text = (tmp_path / "old-logs" / "manager.log").read_text()
+    assert f"log_file_reopen_failed path={path} error='No such file or directory'" in text
+    assert "still_logged" in text
+
+
+@pytest.fixture
+def hub():
+    """gevent's hub of this thread, its own exception printing restored afterwards."""
+    import gevent
+
+    hub = gevent.get_hub()
+    yield hub
+    hub.__dict__.pop("print_exception", None)
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO"])
+def test_a_greenlet_that_dies_is_logged_not_printed(stream, tmp_path, capfd, hub, level):
+    import gevent
+
+    def fails():
+        raise ValueError("boom \x1b[2J")
+
+    path = tmp_path / "manager.log"
+    log.configure(level, log_file=str(path), stream=stream, journal=False)
+    log.log_hub_errors(hub)
+    greenlet = gevent.spawn(fails)
+    greenlet.join()
+    assert isinstance(greenlet.exception, ValueError)
+    assert capfd.readouterr().err == ""  # gevent prints it on stderr by default
+    text = path.read_text()
+    (warning,) = [line for line in text.splitlines() if "[WARNING]" in line]
+    assert "unhandled_error error='ValueError: boom \\x1b[2J' where=" in warning
+    assert "Greenlet" in warning and warning.isprintable()
+    debug = [line for line in text.splitlines() if "[DEBUG  ] traceback" in line]
+    if level == "DEBUG":
+        (line,) = debug
+        assert "Traceback (most recent call last):" in line and "in fails" in line
+        assert line.isprintable()  # the traceback's lines are one escaped field
+    else:
+        assert debug == [] and "Traceback" not in text
+    assert stream.getvalue() == text  # stdout gets the same events
+
+
+def test_log_exception_gives_the_error_and_the_traceback_at_debug(stream):
+    log.configure("DEBUG", stream=stream, journal=False)
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        log.log_exception("start_failed", (type(exc), exc, exc.__traceback__))
+    warning, debug = stream.getvalue().splitlines()
+    assert warning.endswith("[WARNING] start_failed error=\"KeyError: 'missing'\"")
+    assert "[DEBUG  ] traceback traceback='Traceback (most recent call last):\\n" in debug
+    assert debug.endswith("\\nKeyError: \\'missing\\''")  # one line: a repr of the text
