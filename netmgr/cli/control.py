@@ -120,7 +120,7 @@ def _asker(cfg, known):
 
 # ------------------------------------------------------------------------------------ commands
 
-@cli.command()
+@cli.command(short_help="Show the running Manager's peers and Services.")
 @click.option("-w", "--watch", is_flag=True, help="Refresh until Ctrl-C, like top.")
 @click.option("-n", "--interval", type=click.FloatRange(0.1), default=2.0, show_default=True,
               help="Seconds between refreshes of --watch.")
@@ -145,7 +145,7 @@ def stop(opener, source):
     click.echo(f"Stopped the Manager at {source}")
 
 
-@cli.command()
+@cli.command(short_help="Re-read the config, certificate and key.")
 @manager_options
 def reload(opener, source):
     """Re-read the config, certificate and key; every peer stays connected."""
@@ -154,7 +154,7 @@ def reload(opener, source):
     click.echo(f"Reloaded the Manager at {source}")
 
 
-@cli.command()
+@cli.command(short_help="Disconnect a peer by its network name.")
 @click.argument("peer")
 @manager_options
 def disconnect(opener, source, peer):

@@ -11,7 +11,7 @@ from netmgr.cli import cleanup, install
 from netmgr.cli.app import cli, config_option, settings
 
 
-@cli.command()
+@cli.command(short_help="Delete the files netmgr or 1.0 created.")
 @click.option("-a", "--all", "everything", is_flag=True,
               help="Delete the database, certificates, keys and logs.")
 @click.option("-c", "--certs", is_flag=True, help="Delete the certificates (ROOT/certs/*.crt).")
@@ -47,7 +47,7 @@ def delete(config_file, everything, certs, database, keys, logs, root, quiet, ye
     return 0 if ok else 1
 
 
-@cli.command("install-service")
+@cli.command("install-service", short_help="Install netmgr as a systemd service.")
 @click.option("--prefix", default="/", show_default=True,
               help="Install under this root (files only unless it is '/').")
 @click.option("--config-template", default=None, type=click.Path(exists=True, dir_okay=False),

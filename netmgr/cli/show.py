@@ -14,7 +14,7 @@ from netmgr.terminal import printable
 
 D = config.DEFAULTS
 
-@cli.command()
+@cli.command(short_help="Print the connection log.")
 @click.option("--since", default=None, metavar="WHEN",
               help="From this date or time (YYYY-MM-DD[THH:MM:SS]).")
 @click.option("--until", default=None, metavar="WHEN", help="Up to this date (whole day) or time.")

@@ -261,3 +261,29 @@ def test_the_reader_finds_spans_and_wrapped_lines_in_shell_blocks(tmp_path):
     assert doc_lines(str(doc)) == [(1, [("netmgr user list", True)]),
                                    (4, [("$ sudo netmgr start -p 1 --disable-tls", False)]),
                                    (6, [("netmgr status [-H HOST] [--json]", False)])]
+
+
+# ------------------------------------------------------------------ installing from what exists
+
+INDEX_INSTALL = re.compile(r"pip3? install(?: -[-\w]+)* netmgr\b(?![-\w./*])")
+
+
+def test_no_doc_installs_netmgr_from_a_package_index():
+    """netmgr is not on an index: every install names the tree or a wheel built from it. A line
+    may mention the index command only to say that it finds nothing."""
+    found = []
+    for relpath in DOCS:
+        with open(os.path.join(ROOT, relpath), encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if INDEX_INSTALL.search(line) and "finds nothing" not in line:
+                    found.append(f"{relpath}:{number}: {line.strip()}")
+    assert found == []
+    assert INDEX_INSTALL.search("sudo pip install netmgr") and not INDEX_INSTALL.search(
+        "pip install netmgr-0.1.0-py3-none-any.whl")
+
+
+def test_the_license_is_the_one_setup_cfg_names():
+    with open(os.path.join(ROOT, "LICENSE"), encoding="utf-8") as f:
+        assert f.readline().strip() == "MIT License"
+    with open(os.path.join(ROOT, "setup.cfg"), encoding="utf-8") as f:
+        assert re.search(r"^license = MIT$", f.read(), re.MULTILINE)
