@@ -16,11 +16,10 @@ import sys
 import time
 
 import pytest
-from click.testing import CliRunner
+from cli_support import fails, ok
 from cryptography.hazmat.primitives import hashes
 
 from netmgr import config, crypto
-from netmgr.cli import app as cli
 from netmgr.client import tofu
 from netmgr.errors import StartupError
 from netmgr.store import models
@@ -32,22 +31,6 @@ SIGNATURE_HASHES = "SHA224, SHA256, SHA384, SHA3_224, SHA3_256, SHA3_384, SHA3_5
 @pytest.fixture(autouse=True)
 def home(home_env):
     return home_env
-
-
-def run(*args, input=None, env=None):
-    return CliRunner().invoke(cli.cli, [str(a) for a in args], input=input, env=env)
-
-
-def ok(*args, **kw):
-    result = run(*args, **kw)
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return result
-
-
-def fails(code, *args, **kw):
-    result = run(*args, **kw)
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    return result
 
 
 def netmgr(*args, env=None):
@@ -229,7 +212,6 @@ def test_user_add_of_an_existing_user_is_1_0s_error_and_asks_nothing(home):
 
 
 # ------------------------------------------------------------------------------------ help lines
-
 
 
 def test_help_lines_are_whole_at_80_columns():

@@ -8,7 +8,7 @@ import re
 import stat
 
 import pytest
-from click.testing import CliRunner
+from cli_support import fails, ok
 
 from netmgr import certinfo, config, crypto
 from netmgr.cli import app as cli
@@ -30,24 +30,8 @@ def home(isolated):
     return isolated
 
 
-def run(*args, input=None, env=None):
-    return CliRunner().invoke(cli.cli, [str(a) for a in args], input=input, env=env)
-
-
 def lines(text):
     return text.rstrip("\n").split("\n")
-
-
-def ok(*args, **kw):
-    result = run(*args, **kw)
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return result
-
-
-def fails(code, *args, **kw):
-    result = run(*args, **kw)
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    return result
 
 
 def one_error_line(result):
