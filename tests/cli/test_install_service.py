@@ -262,13 +262,20 @@ def test_the_command_refuses_with_one_line(tmp_path):
 
 def test_a_checkout_is_built(tmp_path):
     assert cli_venv.find_wheel() == ("build", REPO)
+    before = _tree(REPO)  # an editable install may have left build/man: only new files count
     wheel = cli_venv.build_wheel(REPO, str(tmp_path))
     assert os.path.basename(wheel) == f"netmgr-{__version__}-py3-none-any.whl"
     names = zipfile.ZipFile(wheel).namelist()
     data = f"netmgr-{__version__}.data/data/share/netmgr/"
     assert {"netmgr/cli/install.py", data + "systemd/netmgr.service", data + "netmgr.conf",
             data + "logrotate.d/netmgr"} <= set(names)
-    assert not os.path.exists(os.path.join(REPO, "build"))  # a copy was built
+    assert _tree(REPO) == before  # a copy was built: no build/ or egg-info left in the checkout
+
+
+def _tree(top):
+    return sorted(os.path.relpath(os.path.join(d, f), top) for d, _, files in os.walk(top)
+                  for f in files if "__pycache__" not in d and ".git" not in d.split(os.sep)
+                  and not d.startswith(os.path.join(top, ".pytest_cache")))
 
 
 def test_an_install_from_a_wheel_file_names_it(tmp_path):
