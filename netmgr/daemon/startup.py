@@ -149,15 +149,12 @@ def _listen(cfg, manager):
 
 
 def _configure_logging(level, log_file):
-    """stdout, and the log file held until the Manager runs; gevent's hub logs what it would print."""
-    from gevent import get_hub
-
+    """stdout, and the log file held until the Manager runs."""
     if log_file:
         models.make_dirs(os.path.dirname(os.path.abspath(log_file)))
         if os.path.isdir(log_file):
             raise PathError(f"cannot open the log file {log_file}: Is a directory")
     log.configure(level, log_file, hold=True)
-    log.log_hub_errors(get_hub())
     return log.get_logger()
 
 
@@ -192,6 +189,10 @@ def run(cfg, reread=None):
     """
     from netmgr.daemon import manager
 
+    from gevent import get_hub
+
+    # first: Ctrl-C while the hub resolves the host (in _listen) must not print to stderr
+    log.log_hub_errors(get_hub())
     # the stdlib JSON codec recurses once per level: room for protocol.MAX_NESTING and more
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 4 * protocol.MAX_NESTING))
 
