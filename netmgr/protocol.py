@@ -66,17 +66,19 @@ class LineReader:
             end = find(b"\n", start)
             if end < 0:
                 break
+            if self._size + end - start > self.limit:
+                raise LineTooLong(self.limit)
+            # the CR is left out by the slice: stripping it afterwards would copy the line again
+            stop = end - 1 if end > start and data[end - 1] == 13 else end
             if self._parts:
-                self._parts.append(data[start:end])
+                self._parts.append(data[start:stop])
                 line = b"".join(self._parts)
                 self._parts.clear()
                 self._size = 0
+                if stop == end and line.endswith(b"\r"):  # the CR ended the previous chunk
+                    line = line[:-1]
             else:
-                line = data[start:end]
-            if len(line) > self.limit:
-                raise LineTooLong(self.limit)
-            if line.endswith(b"\r"):
-                line = line[:-1]
+                line = data[start:stop]
             lines.append(line)
             start = end + 1
         if start < len(data):

@@ -58,17 +58,22 @@ class Output:
         return self._queued + (len(self.sock.backlog) if self._tls else 0)
 
     def send(self, data):
-        """Queue ``data`` for this peer; never blocks. A peer over its queue limit is dropped."""
+        """Queue ``data`` for this peer; never blocks. A peer over its queue limit is dropped.
+
+        ``data`` is bytes, or a tuple of pieces of one message (a large line and its CRLF), so
+        that a message of megabytes is forwarded without being copied into a new one.
+        """
         if self.closed:
             return
         manager = self.manager
-        size = len(data)
+        pieces = type(data) is tuple
+        size = sum(map(len, data)) if pieces else len(data)
         queued = self._queued + len(self.sock.backlog) if self._tls else self._queued
         if queued and queued + size > manager.cfg.max_queue_size:
             self.abort("outbound queue overflow")
             return
         self._queued += size
-        self._out.append(data)
+        self._out.extend(data) if pieces else self._out.append(data)
         manager.queued_total += size
         if manager.queued_total > manager.cfg.max_queue_total:
             manager.limits.over_budget()

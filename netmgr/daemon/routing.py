@@ -10,6 +10,7 @@ notifications), 1.13 (terminal syntax), and the 1.0 flaws 6.1-6.3 it closes.
 The hot path never re-serialises a payload: a request gets ``,"requester":"<name>"}`` spliced
 onto the received bytes, and a canonical reply or notification is forwarded as received.
 """
+import codecs
 import json
 from typing import Union
 
@@ -18,7 +19,7 @@ import msgspec
 from netmgr import protocol
 from netmgr.daemon.registry import Client, Service
 from netmgr.errors import Refused, error_text
-from netmgr.protocol import (CRLF, DISCONNECT_REQUEST, NOTIFICATION_UID, REPLY_KEYS, dumps,
+from netmgr.protocol import (CRLF, DISCONNECT_REQUEST, NOTIFICATION_UID, REPLY_KEYS, dumps, loads,
                              loads_exact)
 
 #: what :func:`route` tells the session to do besides delivering the effects
@@ -37,6 +38,8 @@ def _error(record, message, uid):
 #: what :func:`envelope` keeps of a large message's values (the rest routing never reads)
 _ENVELOPE_STRINGS = ("uid", "service", "attribute", "requester")
 LARGE = object()  # stands for a value :func:`envelope` left out
+#: a line at least this long is forwarded as pieces (Output.send takes a tuple), not copied
+LARGE_LINE = 64 * 1024
 
 
 class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
@@ -82,6 +85,31 @@ def decode_envelope(line):
     return out
 
 
+def decode(line):
+    """What routing reads of `line`: its envelope, without the payload's objects.
+
+    msgspec's envelope decoder first; a line of another shape (unknown keys, a non-string uid,
+    not JSON …) is parsed in full and reduced the same way, so that it is routed (or refused,
+    ``ValueError``) exactly as a full parse would have it.
+    """
+    found = decode_envelope(line)
+    if found is None:
+        return envelope(loads(line))
+    if not line.isascii():
+        check_utf8(line)  # msgspec skips a payload's string bytes unchecked; orjson refuses bad UTF-8
+    return found
+
+
+def check_utf8(line, piece=1 << 20):
+    """UnicodeDecodeError (a ValueError) unless `line` is UTF-8; piece by piece, so a large line
+    never becomes a str of its size."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(line)
+    for start in range(0, len(view), piece):
+        decoder.decode(view[start:start + piece])
+    decoder.decode(b"", final=True)
+
+
 def envelope(data):
     """What routing reads of a parsed message, without its payload.
 
@@ -94,7 +122,7 @@ def envelope(data):
     out = dict.fromkeys(data, LARGE)
     for key in _ENVELOPE_STRINGS:
         value = data.get(key)
-        if type(value) is str and len(value) <= 4096:
+        if type(value) is str:  # any length: a long uid is routed as a full parse routes it
             out[key] = value
     if type(data.get("error")) is bool:
         out["error"] = data["error"]
@@ -164,8 +192,10 @@ def forward(registry, record, line, data, service_name, uid):
     if line is not None and "requester" not in data:
         # splice the requester into the received text: no re-serialisation of the payload
         body = line.rstrip()
-        head = body[:-1] if len(body) < 65536 else memoryview(body)[:-1]  # no copy of a large one
-        return [(target.handle, b"".join((head, b',"requester":', record.name_json, b"}\r\n")))]
+        tail = b"".join((b',"requester":', record.name_json, b"}\r\n"))
+        if len(body) >= LARGE_LINE:  # the pieces, not a copy of the whole
+            return [(target.handle, (memoryview(body)[:-1], tail))]
+        return [(target.handle, body[:-1] + tail)]
     if line is not None:
         data = loads_exact(line)  # re-serialised: keep big integers exact
     data["requester"] = record.name
@@ -196,7 +226,7 @@ def from_service(registry, record, line, data):
     if client is None:
         return None  # a forged or repeated reply
     if is_canonical_reply(data):
-        return [(client.handle, line + CRLF)]
+        return [(client.handle, _with_crlf(line))]
     return [(client.handle, dumps(rebuild_reply(loads_exact(line))))]
 
 
@@ -205,11 +235,16 @@ def _notification(registry, record, line, data):
     if not clients:
         return []
     if data.get("service") == record.name and data.keys() <= _NOTIFICATION_KEYS:
-        out = line + CRLF
+        out = _with_crlf(line)  # one object for every Client: queued, never copied
     else:  # the Manager, not the message, says who emitted it (reference 6.3)
         out = dumps({"error": False, "result": loads_exact(line).get("result"),
                      "service": record.name, "uid": NOTIFICATION_UID})
     return [(client.handle, out) for client in clients]
+
+
+def _with_crlf(line):
+    """The line as sent: one bytes object, or for a large line the line and CRLF as pieces."""
+    return (line, CRLF) if len(line) >= LARGE_LINE else line + CRLF
 
 
 def is_canonical_reply(data):
