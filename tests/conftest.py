@@ -22,13 +22,13 @@ START_TIMEOUT = 30
 class ManagerProcess:
     """A Manager subprocess; ``lines`` collects its output, ``port`` is where it listens."""
 
-    def __init__(self, argv, env=None, kind="netmgr"):
+    def __init__(self, argv, env=None, kind="netmgr", **popen):
         self.kind = kind
         self.argv = argv
         self.lines = []
         self.port = None
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env=env, text=True, bufsize=1)
+                                     env=env, text=True, bufsize=1, **popen)
         ready = threading.Event()
         self._thread = threading.Thread(target=self._drain, args=(ready,), daemon=True)
         self._thread.start()

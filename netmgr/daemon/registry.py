@@ -128,10 +128,14 @@ class Registry:
         # the identity entries, shaped exactly as reference 1.5 (tests count printed lines)
         self.clients = {}
         self.services = {}
+        #: counts every change of ``clients`` and ``services``: a cached identity is current
+        #: while it is unchanged
+        self.changes = 0
 
     # ---------------------------------------------------------------- registration
     def add(self, handle, network_name, address, kind, fields):
         """Register a peer whose identity :func:`check_identity` accepted; return its record."""
+        self.changes += 1
         if kind == "client":
             if network_name in self._clients:
                 raise Refused("NameError", f"{network_name} is already connected to the Manager")
@@ -156,6 +160,7 @@ class Registry:
         Returns ``[(handle, message), …]``: for a Service, an error reply to every request still
         in flight to it (reference 6.14), each with its requester and uid.
         """
+        self.changes += 1
         if isinstance(record, Client):
             if self._clients.get(record.name) is record:
                 del self._clients[record.name]

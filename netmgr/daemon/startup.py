@@ -14,6 +14,7 @@ removed again; files that existed before are left as they were.
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -172,6 +173,19 @@ def _start(cfg, listener, logger, manager):
     return mgr
 
 
+def raise_open_files_limit():
+    """Raise the soft RLIMIT_NOFILE to the hard one (each peer is a file descriptor: 20,000 peers
+    need more than the usual soft 1024); ``(before, after)`` of the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            return soft, soft
+        return soft, hard
+    return soft, soft
+
+
 def _failed(exc, logger, new_paths):
     """A start that failed: the traceback of an unexpected error to the log (stderr gets one line
     from the command line), and the files this start created removed again."""
@@ -207,6 +221,9 @@ def run(cfg, reread=None):
     try:
         listener = _listen(cfg, manager)
         logger = _configure_logging(level, log_file)
+        before, after = raise_open_files_limit()
+        if after != before:
+            logger.info("open_files_limit", soft=after, was=before)
         mgr = _start(cfg, listener, logger, manager)
     except BaseException as exc:  # Ctrl-C during the start too: it leaves nothing behind
         _failed(exc, logger, new_paths)
