@@ -19,6 +19,8 @@ Layout:
   ``tests/daemon/test_overload.py`` calls the same functions; the login ones are in ``guessing.py``);
   ``canary.py`` the canary and the RSS watch; ``rawconn.py`` their raw connections; ``overload.py``
   one run of the overload case.
+* ``scale.py``    one run of the issue 12 cases: ``big10m`` (its client is ``bigecho.py``, its floor the
+  non-parsing relay ``relay.py``, its table ``scalereport.py``) and ``idle20000``.
 
 May import: the standard library, orjson; netmgr and msl-network only in child processes (the
 Managers, ``libpeers.py``, the key generator), never in the process that measures.

@@ -107,11 +107,53 @@ class OverloadCase:
                 f"call every 0.2 s) running throughout; {self.alone:g} s alone first; one run per Manager")
 
 
+@dataclass(frozen=True)
+class BigCase:
+    """Issue 12: one raw Client, sequential echo calls of ``size`` bytes through the raw Echo Service
+    (``python -m bench.bigecho``), one payload of each kind per round. ``columns``: the Managers
+    and/or ``floor`` (the non-parsing relay of ``bench/relay.py`` in place of a Manager)."""
+    name: str
+    size: int
+    rounds: int
+    warmup_rounds: int
+    payloads: tuple = ("array", "string")
+    columns: tuple = ("netmgr", "msl", "floor")
+    tls: bool = False  # plain TCP only
+
+    @property
+    def title(self):
+        mb = f"{self.size / 1e6:g} MB"
+        return (f"1 raw client, sequential echo of {mb} through the raw Echo Service, as a numeric JSON array "
+                f"and as a string, {self.warmup_rounds} warm-up + {self.rounds} measured round trips per "
+                f"payload; floor = the non-parsing relay (bench/relay.py) in place of a Manager")
+
+
+@dataclass(frozen=True)
+class ManyCase:
+    """Issue 12: ``count`` connections doing the identity handshake as clients, opened by ``procs``
+    processes (``parallel`` handshakes in progress in all), then ``identity()`` timed."""
+    name: str
+    count: int
+    procs: int
+    identity_calls: int
+    parallel: int = 64  # as idle2000
+    tls: bool = False  # plain TCP only
+
+    @property
+    def title(self):
+        return (f"{self.count} connections, each completing the identity handshake as a client, kept open "
+                f"({self.procs} opener process(es), {self.parallel} handshakes in progress at most); then "
+                f"{self.identity_calls} identity() requests")
+
+
 CASE_NAMES = ("seq", "c8w16", "c8w16_100k", "idle2000", "seq_tls", "c8w16_tls", "idle_tls",
-              "lib_seq", "lib_threads16", "overload")
-# what ``--cases`` runs by default: the overload case is asked for by name
-DEFAULT_CASES = CASE_NAMES[:-1]
+              "lib_seq", "lib_threads16", "big10m", "floor_relay", "idle20000", "overload")
+# what ``--cases`` runs by default: the issue 12 cases and overload are asked for by name
+DEFAULT_CASES = CASE_NAMES[:9]
 QUEUE_MB = 512 * 1024 * 1024 / 1e6  # netmgr's default --max-queue-size
+# netmgr's admission limits that a benchmark of N connections from 127.0.0.1 must lift: (option,
+# its default); the idle cases open all their connections from one address (see bench/README.md)
+NETMGR_CONN_LIMITS = (("--max-connections", 10_000), ("--max-connections-per-address", 1024))
 
 
 def overload_attacks(quick):
@@ -151,6 +193,11 @@ def build_cases(opts):
         "idle_tls": IdleCase("idle_tls", opts.idle_tls_count, tls=True),
         "lib_seq": LibSeqCase("lib_seq", opts.lib_rounds, opts.lib_burst),
         "lib_threads16": LibThreadsCase("lib_threads16", 16),
+        "big10m": BigCase("big10m", opts.big_size, opts.big_rounds, 1 if opts.quick else 2),
+        # the relay alone (big10m has it as its floor column already)
+        "floor_relay": BigCase("floor_relay", opts.big_size, opts.big_rounds, 1 if opts.quick else 2,
+                               columns=("floor",)),
+        "idle20000": ManyCase("idle20000", opts.many_count, opts.many_procs, 2 if opts.quick else 5),
         "overload": OverloadCase("overload", tuple(a for a in overload_attacks(opts.quick)
                                                    if not opts.attack_list or a.label in opts.attack_list),
                                  alone=1.0 if opts.quick else 3.0, settle=1.0 if opts.quick else 2.0),
@@ -200,6 +247,21 @@ LIB_THREADS_ROWS = [
     ("gen_cpu_pct", "client process CPU (%)", "{:.0f}", None),
     SVC_CPU_PCT, OTHER_CPU_PCT, ERRORS,
 ]
+BIG_ROWS = {  # per payload kind: (key suffix, label, format, better)
+    "row": [("mbps", "echo MB/s (request+reply)", "{:,.1f}", "high"),
+            ("p50_ms", "round trip p50 (ms)", "{:,.1f}", "low"),
+            ("mgr_ms_per_mb", "Manager CPU per MB (ms)", "{:,.2f}", "low"),
+            ("svc_ms_per_mb", "Echo Service CPU per MB (ms)", "{:,.2f}", None),
+            ("client_ms_per_mb", "client CPU per MB (ms)", "{:,.2f}", None),
+            ("req_mb", "request size (MB)", "{:,.2f}", None)],
+    "tail": [OTHER_CPU_PCT, ERRORS],
+}
+MANY_ROWS = IDLE_ROWS[:-1] + [
+    ("identity_ms", "identity() with all open, median (ms)", "{:,.1f}", "low"),
+    ("identity_max_ms", "identity() with all open, max (ms)", "{:,.1f}", "low"),
+    ("identity_kb", "identity() reply size (kB)", "{:,.0f}", None),
+    OTHER_CPU_PCT,
+]
 SUMMED = {"errors"}  # summed over the runs; every other row shows the median
 
 # the paths of lib_seq: key -> (label, the Manager it goes through, description)
@@ -221,7 +283,28 @@ OVERHEAD_ROWS = {
 }
 
 
+def big_rows(case):
+    """The rows of a BigCase: each payload's rows (keys ``<payload>_<suffix>``), then the tail."""
+    rows = [(f"{p}_{k}", f"{p}: {label}", fmt, better)
+            for p in case.payloads for k, label, fmt, better in BIG_ROWS["row"]]
+    return rows + BIG_ROWS["tail"]
+
+
+# BigCase "done when" of issue 12: (row key, numerator, denominator, "min" or "max", bound)
+BIG_TARGETS = [
+    ("array_mgr_ms_per_mb", "netmgr", "msl", "max", 1 / 8),
+    ("array_mbps", "netmgr", "msl", "min", 5.0),
+    ("array_mbps", "netmgr", "floor", "min", 1 / 1.5),
+    ("string_mbps", "netmgr", "floor", "min", 1 / 1.5),
+]
+BIG_COLUMNS = {"netmgr": "netmgr", "msl": "msl-network 1.0", "floor": "floor (relay)"}
+
+
 def case_rows(case):
+    if isinstance(case, BigCase):
+        return big_rows(case)
+    if isinstance(case, ManyCase):
+        return MANY_ROWS
     if isinstance(case, LibSeqCase):
         return LIB_SEQ_ROWS
     if isinstance(case, LibThreadsCase):
@@ -240,4 +323,6 @@ def case_keys(case, keys, opts):
         return lib_paths(keys, opts.lib_skip)
     if isinstance(case, LibThreadsCase):
         return [k for k in keys if k not in opts.lib_skip]
+    if isinstance(case, BigCase):
+        return [k for k in case.columns if k in keys or k == "floor"]
     return keys

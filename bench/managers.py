@@ -21,6 +21,7 @@ from pathlib import Path
 import orjson
 
 from bench import procs
+from bench.cases import NETMGR_CONN_LIMITS
 from bench.wire import TLS_SERVER_NAME, client_tls_context
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +115,17 @@ def netmgr_lib_available():
 _netmgr_options = None
 
 
+def connection_args(key, count):
+    """The options that let Manager ``key`` hold ``count`` connections from 127.0.0.1 (+ probes):
+    for netmgr, each limit of :data:`NETMGR_CONN_LIMITS` it has and that ``count`` exceeds."""
+    if key != "netmgr":
+        return []
+    need = count + 100
+    help_text = _netmgr_start_options()
+    return [a for option, default in NETMGR_CONN_LIMITS if need > default and option in help_text
+            for a in (option, str(need))]
+
+
 def _netmgr_start_options():
     """Options of ``netmgr start`` (from its --help) so its database/log can go to the temp dir."""
     global _netmgr_options
@@ -187,8 +199,9 @@ def probe_first_line(port, timeout=5.0, tls=None, info=None):
 class RunningManager:
     """Context manager: start one Manager on a free port in ``tmpdir``, stop it on exit."""
 
-    def __init__(self, key, tmpdir, ready_timeout=30.0, tls=None):
+    def __init__(self, key, tmpdir, ready_timeout=30.0, tls=None, extra_args=()):
         self.key = key
+        self.extra_args = list(extra_args)  # appended to the start command
         self.label, self._command = MANAGERS[key]
         self.tmpdir = Path(tmpdir)
         self.tls = tls  # TlsFiles, or None for plain TCP
@@ -209,6 +222,7 @@ class RunningManager:
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         self.port = procs.free_port()
         argv, env = self._command(self.port, self.tmpdir, self.tls)
+        argv += self.extra_args
         self.stdout_path = self.tmpdir / "stdout.txt"
         t0 = time.monotonic()
         with open(self.stdout_path, "wb") as out:

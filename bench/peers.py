@@ -12,6 +12,7 @@ TLS reads, the blocking handshake) is :mod:`bench.wire`.
 * ``load``: N raw Clients in one process, each keeping W requests in flight (:mod:`bench.loadgen`).
 * ``idle``: opens ``--count`` connections that each complete the identity handshake as a client and
   stay open; measures the Manager's handshakes/s, CPU time and RSS growth (``--mgr-pid``).
+* ``open``: one of the opener processes of ``idle20000`` (``bench.scale`` measures the Manager).
 """
 import argparse
 import errno
@@ -31,7 +32,7 @@ from bench.procs import cpu_ticks, machine_busy_ticks, rss_kib
 from bench.wire import (CLIENT_IDENTITY, CRLF, RECV_SIZE, SERVICE_IDENTITY, TLS_SERVER_NAME,
                         TLS_WOULD_BLOCK, BlockingPeer, LineFramer, ProtocolFailure,
                         check_identity_request, client_tls_context, drain_tls, drain_tls_blocking,
-                        identity_reply, write_result)
+                        identity_reply, read_go, write_result)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,16 +139,22 @@ class IdleOpener:
         self.first_line_ns = []
         self.done = 0
 
-    def open_all(self, count, parallel, deadline, timeout):
-        """Complete ``count`` handshakes, ``parallel`` at a time; None, or why it stopped early."""
-        started = 0
+    def open_all(self, count, parallel, deadline, timeout, stall=None):
+        """Complete ``count`` handshakes, ``parallel`` at a time; None, or why it stopped early
+        (also when no handshake completed for ``stall`` s)."""
+        started, last, progress = 0, 0, time.monotonic_ns()
         try:
             while self.done < count:
                 while started < count and started - self.done < parallel:
                     self._start_one()
                     started += 1
-                if time.monotonic_ns() > deadline:
+                now = time.monotonic_ns()
+                if now > deadline:
                     return f"only {self.done}/{count} handshakes after {timeout} s"
+                if self.done > last:
+                    last, progress = self.done, now
+                elif stall and now - progress > stall * 1e9:
+                    return f"stalled at {self.done}/{count} handshakes (none for {stall:g} s)"
                 for key, _ in self.sel.select(0.5):
                     self._step(key)
         except (OSError, ProtocolFailure) as exc:
@@ -259,6 +266,27 @@ def run_idle(args):
     return 0
 
 
+def run_open(args):
+    """An opener of ``idle20000``: ``READY``, wait for ``GO``, open ``--count`` connections, write the
+    result and ``DONE``, keep them open until stdin closes."""
+    opener = IdleOpener(args.port, None)
+    print("READY", flush=True)
+    times = read_go()
+    if times is None:
+        return 2
+    delay = (times[0] - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        time.sleep(delay)
+    t0, c0 = time.monotonic_ns(), cpu_ticks(os.getpid())
+    failure = opener.open_all(args.count, args.parallel, t0 + int(args.timeout * 1e9), args.timeout, args.stall)
+    write_result(args.out, {"count": args.count, "handshakes": opener.done, "failure": failure,
+                            "elapsed_s": (time.monotonic_ns() - t0) / 1e9,
+                            "own_cpu_ticks": cpu_ticks(os.getpid()) - c0, "first_line_ns": opener.first_line_ns})
+    sys.stdin.readline()
+    opener.close()
+    return 0
+
+
 def idle_result(args, opener, registered, failure, elapsed_ns, before, after):
     (rss0, cpu0, me0, busy0), (rss1, cpu1, me1, busy1) = before, after
     return {
@@ -308,6 +336,11 @@ def parse_args(argv=None):
     i.add_argument("--parallel", type=int, default=64)
     i.add_argument("--mgr-pid", type=int, required=True)
     i.add_argument("--timeout", type=float, default=60.0)
+    o = _role(sub, "open", tls=False)
+    o.add_argument("--count", type=int, required=True)
+    o.add_argument("--parallel", type=int, default=32)
+    o.add_argument("--timeout", type=float, default=60.0)
+    o.add_argument("--stall", type=float, default=10.0, help="fail when no handshake completes for this long")
     return p.parse_args(argv)
 
 
@@ -317,6 +350,8 @@ def main(argv=None):
         return run_service(args.port, args.name, client_tls_context(args.tls_cert), args.recv_size)
     if args.role == "load":
         return run_load(args)
+    if args.role == "open":
+        return run_open(args)
     return run_idle(args)
 
 

@@ -7,8 +7,9 @@ import math
 import statistics
 
 from bench import managers
-from bench.cases import (LIB_PATHS, LIB_SEQ_ROWS, LIB_TARGETS, OVERHEAD_ROWS, PLAIN_OF, SUMMED, IdleCase,
-                         LibSeqCase, LibThreadsCase, OverloadCase, case_keys, case_rows)
+from bench.scalereport import conn_notes, render_big, targets_json
+from bench.cases import (LIB_PATHS, LIB_SEQ_ROWS, LIB_TARGETS, OVERHEAD_ROWS, PLAIN_OF, SUMMED, BigCase, IdleCase,
+                         LibSeqCase, LibThreadsCase, ManyCase, OverloadCase, case_keys, case_rows)
 
 MANAGER_KEYS = ("netmgr", "msl")
 
@@ -311,7 +312,12 @@ def render(cases, results, keys, opts, machine):
         if isinstance(case, OverloadCase):
             out += render_overload(case, results, keys)
             continue
+        if isinstance(case, BigCase):
+            out += render_big(case, results, summarize, fmt_cell)
+            continue
         out += render_case(case, results)
+        if isinstance(case, (IdleCase, ManyCase)):
+            out += conn_notes(case, machine)
         out += render_case_notes(case, results, keys, opts)
         if case.tls:
             out += render_overhead(case, cases, results)
@@ -353,11 +359,14 @@ def render_case(case, results):
         if any(seen.values()):
             out.append("  negotiated: " + ", ".join(f"{labels[k]} {v}" for k, v in seen.items() if v))
     out.append(f"  {'metric':38} {labels['netmgr']:>14} {labels['msl']:>16} {'ratio':>8}")
+    failed = {k: bool(results[case.name].get(k)) and all("error" in r for r in results[case.name][k])
+              for k in MANAGER_KEYS}
     for key, label, fmt, better in rows:
         a = per["netmgr"].get(key) if per["netmgr"] else None
         b = per["msl"].get(key) if per["msl"] else None
         ratio = f"{a / b:.2f}x" if better and a is not None and b else "-"
-        out.append(f"  {label:38} {fmt_cell(fmt, a):>14} {fmt_cell(fmt, b):>16} {ratio:>8}")
+        cells = ["FAILED" if failed[k] else fmt_cell(fmt, v) for k, v in (("netmgr", a), ("msl", b))]
+        out.append(f"  {label:38} {cells[0]:>14} {cells[1]:>16} {ratio:>8}")
     return out
 
 
@@ -386,7 +395,7 @@ def render_case_notes(case, results, keys, opts):
 # The JSON document
 
 JSON_OPTIONS = ("quick", "duration", "warmup", "repeat", "idle_count", "idle_tls_count", "gen_procs",
-                "lib_rounds", "lib_burst")
+                "lib_rounds", "lib_burst", "big_size", "big_rounds", "relay_mode", "many_count", "many_procs")
 
 
 def json_doc(cases, results, keys, opts, machine, notes, interrupted):
@@ -411,6 +420,8 @@ def case_json(case, cases, results, keys, opts):
                       for k in case_keys(case, keys, opts)}}
     if isinstance(case, LibSeqCase):
         doc["targets"] = lib_seq_targets_json(case, results)
+    if isinstance(case, BigCase) and "netmgr" in case.columns:
+        doc["targets"] = targets_json(case, results, summarize)
     doc["runs"] = results[case.name]
     if case.tls:
         doc["tls_overhead"] = overhead_json(case, cases, results)

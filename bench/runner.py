@@ -18,11 +18,13 @@ from pathlib import Path
 import orjson
 
 from bench import managers, procs
-from bench.cases import (CASE_NAMES, DEFAULT_CASES, IdleCase, LibSeqCase, LibThreadsCase, LoadCase, OverloadCase,
-                         build_cases, case_rows, lib_paths, overload_attacks)
+from bench.cases import (CASE_NAMES, DEFAULT_CASES, BigCase, IdleCase, LibSeqCase, LibThreadsCase, LoadCase,
+                         ManyCase, OverloadCase, build_cases, case_rows, lib_paths, overload_attacks)
 from bench.overload import run_overload_case
 from bench.report import json_doc, render, short, short_overload
+from bench.relay import MODES as RELAY_MODES
 from bench.runs import CaseError, run_idle_case, run_lib_seq_case, run_lib_threads_case, run_load_case
+from bench.scale import run_big_case, run_many_case
 from bench.wire import ProtocolFailure
 
 # option -> (default, default with --quick); the --help texts below say the same
@@ -34,9 +36,13 @@ DEFAULTS = {
     "idle_tls_count": (500, 50),
     "lib_rounds": (12, 2),
     "lib_burst": (100, 25),
+    "big_size": (10_000_000, 200_000),
+    "big_rounds": (8, 2),
+    "many_count": (20_000, 300),
 }
 RUNNERS = {LoadCase: run_load_case, IdleCase: run_idle_case, LibThreadsCase: run_lib_threads_case,
-           OverloadCase: run_overload_case}
+           OverloadCase: run_overload_case, BigCase: run_big_case, ManyCase: run_many_case}
+FDS_PER_OPENER = 10_000  # idle20000: connections per opener process (its descriptors stay far below 20k)
 ATTACK_LABELS = tuple(a.label for a in overload_attacks(quick=False))
 # what a failed run raises; anything else is a bug of the benchmark (reported with its traceback)
 RUN_ERRORS = (CaseError, managers.ManagerError, OSError, ProtocolFailure, ValueError)
@@ -94,6 +100,13 @@ def build_parser():
     p.add_argument("--lib-rounds", type=int, help="rounds of lib_seq (default 12; --quick 2)")
     p.add_argument("--lib-burst", type=int, help="calls per path and round of lib_seq (default 100; --quick 25)")
     p.add_argument("--gen-procs", type=int, default=1, help="load generator processes (1 or 2; default 1)")
+    p.add_argument("--big-size", type=int, help="bytes of each big10m payload (default 10000000; --quick 200000)")
+    p.add_argument("--big-rounds", type=int, help="measured round trips per big10m payload (default 8; --quick 2)")
+    p.add_argument("--relay-mode", choices=RELAY_MODES, default="copy",
+                   help="how the floor relay of big10m forwards: recv_into + sendall, or os.splice (default copy)")
+    p.add_argument("--many-count", type=int, help="connections of idle20000 (default 20000; --quick 300)")
+    p.add_argument("--many-procs", type=int, help=f"opener processes of idle20000 (default: one per "
+                                                  f"{FDS_PER_OPENER} connections)")
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON")
     p.add_argument("--tmpdir", metavar="DIR",
                    help="where the Managers' databases and logs go (default /dev/shm if present: msl-network "
@@ -113,6 +126,10 @@ def parse_args(argv):
     opts.drain_timeout = 10.0
     opts.stall_timeout = 10.0
     opts.idle_timeout = 45.0
+    if opts.many_procs is None:
+        opts.many_procs = max(1, -(-opts.many_count // FDS_PER_OPENER))
+    opts.many_timeout = max(60.0, opts.many_count / 200)  # 1.0 opens ~2,000/s on tmpfs
+    opts.many_stall = 10.0  # no handshake for this long: the Manager stopped accepting
     check_options(p, opts)
     return opts
 
@@ -125,12 +142,17 @@ def check_options(p, opts):
                 "positive, --warmup >= 0")
     if not 1 <= opts.gen_procs <= 2:
         p.error("--gen-procs must be 1 or 2")
+    if opts.big_size < 2 or opts.big_rounds < 1 or opts.many_count < 1 or opts.many_procs < 1:
+        p.error("--big-size must be >= 2, --big-rounds, --many-count and --many-procs positive")
     if not os.path.isdir(opts.tmpdir):
         p.error(f"--tmpdir {opts.tmpdir}: no such directory (create it, or leave the option out)")
     opts.case_list = [c.strip() for c in opts.cases.split(",") if c.strip()]
     bad = [c for c in opts.case_list if c not in CASE_NAMES]
     if bad:
         p.error(f"unknown case(s) {bad}; choose from {', '.join(CASE_NAMES)}")
+    if "big10m" in opts.case_list and "floor_relay" in opts.case_list:
+        opts.case_list.remove("floor_relay")
+        print("note: floor_relay runs as the floor column of big10m", file=sys.stderr)
     opts.attack_list = [a.strip() for a in opts.attacks.split(",") if a.strip()]
     bad = [a for a in opts.attack_list if a not in ATTACK_LABELS]
     if bad:
@@ -218,6 +240,8 @@ def run_repeat(case, keys, order, opts, tmproot, rep, results):
         return run_lib_seq_repeat(case, keys, opts, tmproot, rep, results)
     if isinstance(case, OverloadCase) and rep > 0:
         return False  # one run per Manager: its figures are worst cases, not medians
+    if isinstance(case, BigCase):  # the relay takes its turn with the Managers
+        order = [k for k in ([*order, "floor"] if rep % 2 == 0 else ["floor", *order]) if k in case.columns]
     failed = False
     for key in order:
         if isinstance(case, LibThreadsCase) and key in opts.lib_skip:
@@ -258,6 +282,18 @@ def run_all(cases, keys, opts, tmproot, results):
     return failed, interrupted
 
 
+def nofile_notes(cases, nofile):
+    """Warnings (also printed now) for the many-connection cases that the descriptor limit cuts short."""
+    out = []
+    for c in cases:
+        if isinstance(c, ManyCase) and nofile < c.count + 64:
+            out.append(f"{c.name}: RLIMIT_NOFILE is {nofile} (soft raised to the hard limit; the Managers inherit "
+                       f"it), below the ~{c.count + 64} descriptors a Manager needs to hold {c.count} connections "
+                       f"and its own files: expect each Manager to stop accepting near {nofile - 64}")
+            print(f"warning: {out[-1]}", file=sys.stderr)
+    return out
+
+
 def _sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -271,7 +307,12 @@ def main(argv=None):
     need = max((c.count for c in cases if isinstance(c, IdleCase)), default=0) + 64
     if nofile < need:
         print(f"warning: RLIMIT_NOFILE is {nofile}, idle case needs ~{need}", file=sys.stderr)
+    notes += nofile_notes(cases, nofile)
     machine = machine_info()
+    machine["nofile"] = nofile
+    if "netmgr" in keys:  # what the idle cases add to netmgr's start command
+        machine["netmgr_args"] = {c.name: managers.connection_args("netmgr", c.count) for c in cases
+                                  if isinstance(c, (IdleCase, ManyCase))}
     results = {c.name: {} for c in cases}
     tmproot = Path(tempfile.mkdtemp(prefix="netmgr-bench-", dir=opts.tmpdir))
     machine["tmpdir"] = f"{tmproot.parent} ({fs_type(tmproot)})"

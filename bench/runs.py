@@ -244,7 +244,8 @@ def load_figures(results, served, window, opts):
 
 def run_idle_case(key, case, opts, tmp):
     tls, tls_args = case_tls(case, opts)
-    with managers.RunningManager(key, tmp / "manager", tls=tls) as mgr:
+    extra = managers.connection_args(key, case.count)
+    with managers.RunningManager(key, tmp / "manager", tls=tls, extra_args=extra) as mgr:
         argv = peer_cmd("idle", "--port", mgr.port, "--count", case.count, "--mgr-pid", mgr.pid,
                         "--timeout", opts.idle_timeout, "--out", tmp / "idle.json", *tls_args)
         idle = spawn_peer(argv, tmp, "idle", stdin=subprocess.PIPE)
