@@ -44,7 +44,8 @@ class LineReader:
 
     Lines end with LF; a CR before the LF is dropped (1.0 writes CRLF, LabVIEW and terminal users
     may send LF only). A lone CR is not a terminator. Each chunk is scanned once, so a 110 MB
-    message that arrives in 64 KiB chunks costs linear time.
+    message that arrives in 64 KiB chunks costs linear time. A line is ``bytes``, or, longer
+    than :data:`GROW_IN_PLACE`, the ``bytearray`` it was gathered in (never copied again).
     """
 
     __slots__ = ("limit", "_parts", "_size")
@@ -70,10 +71,18 @@ class LineReader:
                 raise LineTooLong(self.limit)
             # the CR is left out by the slice: stripping it afterwards would copy the line again
             stop = end - 1 if end > start and data[end - 1] == 13 else end
-            if self._parts:
-                self._parts.append(data[start:stop])
-                line = b"".join(self._parts)
-                self._parts.clear()
+            parts = self._parts
+            if parts and type(parts[0]) is bytearray:  # a large line: it IS the buffer, no join
+                line = parts[0]
+                line += memoryview(data)[start:stop]
+                parts.clear()
+                self._size = 0
+                if stop == end and line.endswith(b"\r"):
+                    del line[-1]
+            elif parts:
+                parts.append(data[start:stop])
+                line = b"".join(parts)
+                parts.clear()
                 self._size = 0
                 if stop == end and line.endswith(b"\r"):  # the CR ended the previous chunk
                     line = line[:-1]
@@ -82,19 +91,18 @@ class LineReader:
             lines.append(line)
             start = end + 1
         if start < len(data):
-            rest = data[start:] if start else data
-            self._size += len(rest)
+            self._size += len(data) - start
             if self._size > self.limit:
                 raise LineTooLong(self.limit)
             parts = self._parts
             if self._size > GROW_IN_PLACE and parts:
-                # a large line: one growing buffer (realloc'd in place) rather than its chunks, so
-                # joining it at its end holds it twice at most (test_overload: 100 MB lines)
+                # a large line: one growing buffer (realloc'd in place) rather than its chunks; it
+                # becomes the line itself, so the line is held once (test_overload: 100 MB lines)
                 if type(parts[0]) is not bytearray:
                     parts[:] = [bytearray().join(parts)]
-                parts[0] += rest
+                parts[0] += memoryview(data)[start:] if start else data
             else:
-                parts.append(rest)
+                parts.append(data[start:] if start else data)
         return lines
 
     def close(self):

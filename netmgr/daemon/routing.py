@@ -191,7 +191,7 @@ def forward(registry, record, line, data, service_name, uid):
         return [_error(record, exc.message, uid)]
     if line is not None and "requester" not in data:
         # splice the requester into the received text: no re-serialisation of the payload
-        body = line.rstrip()
+        body = line.rstrip() if line[-1:].isspace() else line  # a large line is a bytearray: no copy
         tail = b"".join((b',"requester":', record.name_json, b"}\r\n"))
         if len(body) >= LARGE_LINE:  # the pieces, not a copy of the whole
             return [(target.handle, (memoryview(body)[:-1], tail))]
