@@ -348,8 +348,9 @@ def dumps(obj):
 
 
 def encode_str(text):
-    """The JSON text of a string, for splicing into raw lines."""
-    return orjson.dumps(text)
+    """The JSON text of a string, for splicing into raw lines; kept for a connection's life, so
+    copied to its size (orjson's result keeps a 4 KiB buffer: 4 KiB more per idle peer)."""
+    return bytes(memoryview(orjson.dumps(text)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ def _take(out, limit):
 class Output:
     """The outbound queue of a session (a mixin; see the module docstring)."""
 
+    __slots__ = ()  # the attributes are Session's slots
+
     def _init_output(self):
         self._out = collections.deque()
         self._queued = 0  # bytes queued and not yet accepted by the kernel (plaintext)

@@ -56,6 +56,13 @@ def _next_turn():
 class Session(Output):
     """One connected peer: handshake, read loop, writer queue, cleanup."""
 
+    # no __dict__: with 20,000 peers every byte of a session counts (issue 12)
+    __slots__ = ("manager", "local_uid", "sock", "ip", "port", "address", "domain", "hostname", "name",
+                 "record", "is_admin", "challenging", "closed", "_reader", "_lines", "_eof",
+                 "_hangup", "_tls", "_greenlet", "input_progress",
+                 # Output's
+                 "_out", "_queued", "_dirty", "_writer", "write_progress", "__weakref__")
+
     def __init__(self, manager, sock, address, local_uid=None):
         self.manager = manager
         #: the user id of a peer on the control socket (an administrator, no TLS, no login)
@@ -70,7 +77,6 @@ class Session(Output):
         self.is_admin = False
         self.challenging = False  # an inline admin login is waiting for its answers
         self.closed = False
-        self.log = logger.bind(peer=f"{self.ip}:{self.port}")
         self._reader = LineReader(manager.HANDSHAKE_LINE_LIMIT)
         self._lines = collections.deque()
         self._eof = False
@@ -79,6 +85,17 @@ class Session(Output):
         self._greenlet = None
         self.input_progress = 0.0  # monotonic time of the last bytes of an unfinished line
         self._init_output()
+
+    @property
+    def log(self):
+        """This peer's logger, bound to its address and name when it has them (made per use: a
+        bound logger kept per session is ~0.5 KiB, and sessions log rarely)."""
+        context = {"peer": f"{self.ip}:{self.port}"}
+        if self.address is not None:
+            context["address"] = self.address
+        if self.record is not None:
+            context["name"] = self.name
+        return logger.bind(**context)
 
     # ------------------------------------------------------------------ lifecycle
     def run(self):
@@ -237,7 +254,6 @@ class Session(Output):
         else:
             self.address, self.domain, self.hostname = self.manager.name_peer(self.ip, self.port)
         self.name = f"<Unknown>[{self.address}]"
-        self.log = self.log.bind(address=self.address)
         self.log.info("new_connection", **({"uid": self.local_uid} if local else {}))
         self.manager.record(self, "new connection request")
         if local:
@@ -268,7 +284,6 @@ class Session(Output):
         self.record, self.name = record, name
         if not local:
             self.manager.limits.identified(normal_ip(self.ip))
-        self.log = self.log.bind(name=name)
         self.log.info("connected_as_client" if kind == "client" else "connected_as_service")
         self.manager.record(self, f"connected as a {kind}")
         return True  # 1.0 never acknowledges the identity (reference 1.3)
