@@ -27,7 +27,7 @@ DOCS = ["README.md"] + sorted(os.path.join("docs", name) for name in os.listdir(
                               if name.endswith(".md"))
 
 FENCE = re.compile(r"^\s*(```+|~~~+)\s*([\w+-]*)")
-NOT_SHELL = {"python", "py", "pycon", "ini", "json", "toml", "yaml", "cfg", "conf", "diff"}
+NOT_SHELL = {"python", "py", "pycon", "ini", "json", "toml", "yaml", "cfg", "conf", "diff", "text"}
 SPAN = re.compile(r"(`+)(.+?)\1")
 PROMPT = re.compile(r"^\s*(?:\$\s+)?(?:sudo\s+(?:-[ugCD]\s+\S+\s+|-\S+\s+)*)?(?:[A-Z_][A-Z0-9_]*=\S*\s+)*"
                     r"(?=netmgr(?:\s|$))")
