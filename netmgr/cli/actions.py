@@ -180,7 +180,7 @@ def remove_hostnames(path, action, names, home=None):
 
 # ---------------------------------------------------------------------------------- connections
 
-CONNECTION_FIELDS = ("pid", "datetime", "ip_address", "domain", "port", "message")
+CONNECTION_FIELDS = models.CONNECTION_FIELDS
 
 
 def parse_when(text, option):

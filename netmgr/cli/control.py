@@ -191,7 +191,7 @@ def _watch(opener, source, interval, as_json):
                 client, result = None, {"error": str(exc)}
                 text = f"{time.strftime('%H:%M:%S')}  {exc}\n(trying again every {interval:g} s)"
             if as_json:
-                click.echo(json_line(result))
+                click.echo(json.dumps(result, ensure_ascii=False, separators=(",", ":")))
             elif tty:
                 click.echo(HOME_CURSOR + "\n".join(line + "\x1b[K" for line in text.split("\n")) + "\x1b[J",
                            nl=False)
@@ -205,10 +205,6 @@ def _watch(opener, source, interval, as_json):
             click.echo(LEAVE_SCREEN, nl=False)
         with contextlib.suppress(Exception):
             stack.close()
-
-
-def json_line(value):
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _width():

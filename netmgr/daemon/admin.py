@@ -17,7 +17,7 @@ import gevent
 from netmgr.daemon import log
 from netmgr.errors import error_text
 from netmgr.protocol import SHUTDOWN_MANAGER
-from netmgr.store.models import Connection
+from netmgr.store.models import CONNECTION_FIELDS
 
 logger = log.get_logger("netmgr.daemon.admin")
 
@@ -54,9 +54,8 @@ def status(manager):
 def recent_connections(manager, n=RECENT):
     """The newest `n` rows of the connection log, oldest first."""
     manager.flush_connection_log()
-    rows = Connection.select().order_by(Connection.pid.desc()).limit(n).tuples()
-    return [dict(zip(("pid", "datetime", "ip_address", "domain", "port", "message"), row))
-            for row in reversed(list(rows))]
+    return [dict(zip(CONNECTION_FIELDS, row)) for row in manager.connections_table.recent(n)]
+
 
 def disconnect_peer(manager, name):
     """Drop the peer with this network name (the ``disconnect_peer`` request)."""

@@ -270,7 +270,7 @@ class Manager:
         systemd.stopping()
         self.server.close()
         if self._control is not None:
-            self._control[0].close()  # no new administrators either
+            self._control[0].stop_accepting()  # no new administrators either; closed below
         for session in list(self.sessions):
             session.abort("the Manager is stopping")
         self.server.pool.join(timeout=self.STOP_TIMEOUT)

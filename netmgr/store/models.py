@@ -332,6 +332,8 @@ class HostnamesTable:
 
 # ----------------------------------------------------------------------------------------- connections
 
+#: the names of a connection-log row's values, in the order :meth:`ConnectionsTable.connections` gives them
+CONNECTION_FIELDS = ("pid", "datetime", "ip_address", "domain", "port", "message")
 _CONNECTION_FIELDS = [Connection.datetime, Connection.ip_address, Connection.domain,
                       Connection.port, Connection.message]
 
@@ -362,6 +364,12 @@ class ConnectionsTable:
         if end is not None:
             query = query.where(Connection.datetime <= to_iso(end, end_of_day=True))
         return list(query.tuples())
+
+    def recent(self, n):
+        """The newest `n` rows, as :meth:`connections` gives them (oldest first)."""
+        rows = list(Connection.select().order_by(Connection.pid.desc()).limit(n).tuples())
+        rows.reverse()
+        return rows
 
     def prune(self, max_rows=0, max_age_days=0.0, batch=10_000):
         """Delete at most *batch* rows older than *max_age_days* or beyond the newest *max_rows*
