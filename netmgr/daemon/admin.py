@@ -10,7 +10,6 @@ mode (reference 1.7). Unlike 1.0, the challenge does not swallow the peer's othe
 while it waits for the answers, other lines are dispatched as usual (reference 6.15), and a
 failed login answers the request instead of closing the connection.
 """
-import time
 
 import gevent
 
@@ -34,21 +33,25 @@ def peers(manager):
                   key=lambda p: p["name"])
 
 def status(manager):
-    """Services with their links, locks and requests in flight (the ``status`` request)."""
-    services = {}
-    for name in sorted(manager.registry.services):
-        record = manager.registry.service(name)
-        services[name] = {"address": manager.registry.services[name]["address"],
-                          "max_clients": record.max_clients,
+    """Services with their links, locks, requests in flight and figures, Clients, totals and the
+    newest connection-log rows (the ``status`` request, ``netmgr status --json``, /api/status)."""
+    registry, services = manager.registry, {}
+    for name in sorted(registry.services):
+        record, entry = registry.service(name), registry.services[name]
+        stats = record.stats
+        services[name] = {"address": entry["address"], "max_clients": record.max_clients,
                           "links": sorted(c.name for c in record.links),
                           "locks": sorted(c.name for c in record.locks),
-                          "in_flight": sum(sum(u.values()) for u in record.inflight.values())}
-    totals = {"peers": sum(1 for s in manager.sessions if s.name), "clients": len(manager.registry.clients),
-              "services": len(services), "in_flight": sum(s["in_flight"] for s in services.values()),
-              "queued_bytes": manager.queued_total, "uptime": round(time.time() - manager.started, 1),
-              **manager.counts}
-    return {"manager": manager.name, "clients": sorted(manager.registry.clients), "services": services,
-            "totals": totals, "recent": recent_connections(manager)}
+                          "in_flight": record.in_flight(),
+                          "attributes": entry["attributes"], "language": entry["language"],
+                          "os": entry["os"],
+                          "stats": {"requests": stats.requests, "errors": stats.errors,
+                                    **stats.window}}
+    client_info = {name: {"address": entry["address"], "language": entry["language"],
+                          "os": entry["os"], "links": registry.links_of(name)}
+                   for name, entry in sorted(registry.clients.items())}
+    return {"manager": manager.name, "clients": sorted(registry.clients), "client_info": client_info,
+            "services": services, "totals": manager.totals(), "recent": recent_connections(manager)}
 
 
 def recent_connections(manager, n=RECENT):
@@ -116,6 +119,30 @@ def operations(manager):
     }
 
 
+#: admin requests that change a table: the audit event names what they changed (never a password)
+_TARGETED = {"users_table.insert": "username", "users_table.update": "username",
+             "users_table.delete": "username", "hostnames_table.insert": "hostname",
+             "hostnames_table.delete": "hostname", "disconnect_peer": "name"}
+#: read-only requests ``netmgr status --watch`` repeats: not audited, or they would flood the log
+_QUIET = frozenset(("status", "peers", "port", "login", "password", "hostnames",
+                    "connections_table.connections", "users_table.usernames", "users_table.users",
+                    "users_table.is_user_registered", "users_table.is_admin",
+                    "hostnames_table.hostnames"))
+
+
+def audit(manager, by, attribute, args, kwargs, ok):
+    """The ``admin`` event of one admin request (read-only ones are left out)."""
+    if attribute in _QUIET:
+        return
+    fields = {"attribute": attribute, "by": by, "ok": ok}
+    key = _TARGETED.get(attribute)
+    if key is not None:
+        target = args[0] if args else kwargs.get(key)
+        if type(target) is str:
+            fields["target"] = target
+    manager.events.publish("admin", "request", **fields)
+
+
 class Admin:
     def __init__(self, manager):
         self.manager = manager
@@ -127,6 +154,7 @@ class Admin:
         session.log.info("admin_request", attribute=attribute)
         if attribute == SHUTDOWN_MANAGER:
             session.reply(None, uid)
+            audit(self.manager, session.name, attribute, (), {}, True)
             self.manager.request_stop()
             return
         operation = self.operations.get(attribute)
@@ -142,8 +170,11 @@ class Admin:
             value = operation(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 -- the error goes to the peer, with its uid
             session.reply_error(f"{type(exc).__name__}: {exc}", uid)
-            return
-        session.reply(value, uid)
+            ok = False
+        else:
+            session.reply(value, uid)
+            ok = True
+        audit(self.manager, session.name, attribute, args, kwargs, ok)  # after the reply
 
     def _challenge(self, session, uid):
         """Log the peer in as an admin; on failure answer the request with an error."""

@@ -1,11 +1,14 @@
 """The Manager attributes every Client may use (reference 1.7): ``identity``, ``link``,
-``unlink``, ``acquire_lock``, ``release_lock``, dispatched by table (STYLE.md rule 6).
+``unlink``, ``acquire_lock``, ``release_lock``, and netmgr's ``subscribe_events`` and
+``unsubscribe_events`` (the event stream, :mod:`netmgr.daemon.events`), dispatched by table
+(STYLE.md rule 6).
 
 Any other attribute of the Manager is an admin request (:mod:`netmgr.daemon.admin`). Errors
 go back to the peer with the request's uid, in 1.0's words (reference 1.10, 1.11).
 """
 import orjson
 
+from netmgr.daemon.events import PUBLIC, TYPES, check_types
 from netmgr.daemon.registry import Client
 from netmgr.protocol import dumps
 from netmgr.errors import Refused, error_text
@@ -31,6 +34,8 @@ class Attributes:
             "unlink": self._unlink,
             "acquire_lock": self._acquire_lock,
             "release_lock": self._release_lock,
+            "subscribe_events": self._subscribe_events,
+            "unsubscribe_events": self._unsubscribe_events,
         }
 
     def handle(self, session, data, attribute, uid):
@@ -49,6 +54,9 @@ class Attributes:
         except Exception as exc:  # noqa: BLE001 -- IndexError, TypeError … as 1.0 words them
             session.reply_error(f"{type(exc).__name__}: {exc}", uid)
             return
+        finally:
+            if self.registry.pending:
+                self.manager.publish_pending()
         session.reply(value, uid)
 
     def _identity(self, session, data):
@@ -75,3 +83,35 @@ class Attributes:
 
     def _release_lock(self, session, data):
         return self.registry.release_lock(_client(session), data["args"][0])
+
+    def _subscribe_events(self, session, data):
+        """Event types for this peer's stream; the reply is every type it now receives."""
+        types = _event_types(data)
+        allowed = frozenset(TYPES) if session.is_admin else PUBLIC
+        if types is None:
+            types = allowed
+        refused = check_types(types) - allowed
+        if refused:
+            raise Refused("PermissionError",
+                          f"the event types {', '.join(map(repr, sorted(refused)))} are for "
+                          f"administrators; a non-administrator may subscribe to: "
+                          f"{', '.join(sorted(PUBLIC))}")
+        return sorted(self.manager.events.subscribe(session.send_event, types))
+
+    def _unsubscribe_events(self, session, data):
+        return sorted(self.manager.events.unsubscribe(session.send_event, _event_types(data)))
+
+
+def _event_types(data):
+    """The types of a (un)subscribe request: ``args[0]`` or ``kwargs["types"]``; None: all."""
+    kwargs = data.get("kwargs")
+    args = data.get("args")
+    if type(kwargs) is dict and "types" in kwargs:
+        types = kwargs["types"]
+    elif type(args) is list and args:
+        types = args[0]
+    else:
+        types = None
+    if types is not None and type(types) not in (list, str):
+        raise Refused("TypeError", "the event types must be a list of strings")
+    return types or None

@@ -142,6 +142,21 @@ class Brake:
             return result
 
 
+def auth_event(session, event, mode, reason=None, user=None):
+    """The ``auth`` event of a login (and its count); never a password."""
+    manager = session.manager
+    if event == "failed":
+        manager.counts["auth_failures"] += 1
+    elif event == "throttled":
+        manager.counts["auth_throttled"] += 1
+    fields = {"address": session.address or f"{session.ip}:{session.port}", "mode": mode}
+    if type(user) is str:
+        fields["user"] = user
+    if reason:
+        fields["reason"] = reason
+    manager.events.publish("auth", event, **fields)
+
+
 def throttled(session, throttle, poll=0.05):
     """Refuse a locked-out address (True: the caller must stop), or wait for a place in its budget.
 
@@ -153,6 +168,8 @@ def throttled(session, throttle, poll=0.05):
         wait = throttle.retry_after(session.ip)
         if wait:
             session.log.info("auth_throttled", retry_after=round(wait, 1))
+            auth_event(session, "throttled", session.manager.cfg.auth,
+                       reason=f"locked out for {math.ceil(wait)} s")
             session.reject(error_text("ValueError", f"Too many failed attempts, try again in "
                                                     f"{math.ceil(wait)} second(s)"))
             return True
@@ -211,9 +228,11 @@ class PasswordAuth:
                 self.brake.failed()
                 session.manager.record(session, "rejected: wrong Manager password")
                 session.log.info("auth_rejected", reason="wrong Manager password")
+                auth_event(session, "failed", "password", reason="wrong Manager password")
                 session.reject(error_text("ValueError", "Wrong Manager password"))
                 return False
             attempt.succeeded()
+        auth_event(session, "ok", "password")
         return True
 
 
@@ -273,6 +292,7 @@ class LoginAuth:
             message = "unregistered user" if user is None else "wrong login password"
             manager.record(session, f"rejected: {message}")
             session.log.info("auth_rejected", reason=message)
+            auth_event(session, "failed", "login", reason=message, user=username)
             reject(error_text("ValueError", message[0].upper() + message[1:]))
             return None
         attempt.succeeded()
@@ -281,6 +301,7 @@ class LoginAuth:
             if self.users.rehash(username, password, self.rounds):
                 session.log.info("password_rehashed", user=username)
         session.log.info("logged_in", user=username, admin=bool(user[4]))
+        auth_event(session, "ok", "login", user=username)
         return bool(user[4])
 
     def _verify(self, user, password):
@@ -307,8 +328,10 @@ class HostnameAuth:
         if session.ip.startswith("127.") or session.ip == "::1":
             names.add("localhost")
         if names & trusted:
+            auth_event(session, "ok", "hostname")
             return True
         session.manager.record(session, "rejected: untrusted hostname")
         session.log.info("auth_rejected", reason="untrusted hostname")
+        auth_event(session, "failed", "hostname", reason="untrusted hostname")
         session.reject(error_text("ValueError", f"{session.hostname!r} is not a trusted hostname"))
         return False

@@ -27,6 +27,7 @@ from netmgr.daemon.admin import Admin
 from netmgr.daemon.attributes import Attributes
 from netmgr.daemon.limits import Limits, normal_ip
 from netmgr.daemon.auth import HostnameAuth, LoginAuth, NoAuth, PasswordAuth, Throttle
+from netmgr.daemon.events import EventBus
 from netmgr.daemon.registry import Registry
 from netmgr.daemon.session import Session
 from netmgr.daemon.tls import TLSStream
@@ -83,6 +84,10 @@ class Manager:
     FLUSH_INTERVAL = 1.0
     #: seconds between two prunings of the connection log
     PRUNE_INTERVAL = 60.0
+    #: seconds between two measurements of the event loop's lag
+    LAG_PERIOD = 0.25
+    #: a loop lag above this many seconds makes the Manager "degraded" (the health event)
+    LAG_DEGRADED = 1.0
 
     def __init__(self, cfg, ssl_context=None, listener=None):
         self.cfg = cfg
@@ -112,8 +117,20 @@ class Manager:
         self.limits = Limits(self)
         self._auth_pool = None
         self.started = time.time()
-        #: since the start: connections accepted, peers dropped by the Manager
-        self.counts = {"connections": 0, "dropped": 0}
+        #: since the start: connections accepted, peers dropped by the Manager (by why, in
+        #: ``drops``), handshakes completed and failed, logins failed and throttled
+        self.counts = {"connections": 0, "dropped": 0, "handshakes": 0, "handshakes_failed": 0,
+                       "auth_failures": 0, "auth_throttled": 0}
+        self.drops = {"slow_consumer": 0, "overflow": 0, "other": 0}
+        #: the event stream (netmgr.daemon.events): registry changes, logins, admin requests,
+        #: heartbeats, health
+        self.events = EventBus()
+        self.http = None  # netmgr.daemon.http.HTTPEndpoint with ``http`` set
+        self.loop_lag = 0.0  # seconds late of the last lag measurement
+        self._lag_max = 0.0  # the largest since the last heartbeat
+        self.loop_tick = time.monotonic()
+        self.database_error = None  # why the last write (or write probe) of the database failed
+        self._health = None
         self.control_path = None  # the control socket's path while it listens
         self._control = None  # (StreamServer, inode of the socket file)
 
@@ -133,13 +150,23 @@ class Manager:
         self._local = hostinfo.local_addresses()
         self.server = StreamServer(listener, self._handle, spawn=Pool(self.cfg.max_connections))
         self.server.start()
+        if self.cfg.http:
+            from netmgr.daemon.http import HTTPEndpoint  # prometheus_client only when asked for
+            self.http = HTTPEndpoint(self)
+            try:
+                self.http.start()
+            except BaseException:
+                self.server.close()
+                raise
         self._open_control()
         # handlers before anyone can see the start-up line: a signal right after it must not kill us
         for signum in (signal.SIGINT, signal.SIGTERM):
             gevent.signal_handler(signum, self.request_stop, signum)
         gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
         self._background = [gevent.spawn(self._flush_events), gevent.spawn(self._sweep),
-                            gevent.spawn(self._prune_connection_log)]
+                            gevent.spawn(self._prune_connection_log), gevent.spawn(self._measure_lag),
+                            gevent.spawn(self._heartbeat)]
+        self._check_health()
         interval = systemd.watchdog_interval()
         if interval:
             # pinged from the hub: a hub blocked by bad code misses pings and is restarted
@@ -276,6 +303,8 @@ class Manager:
         self.server.pool.join(timeout=self.STOP_TIMEOUT)
         self.server.pool.kill(block=True, timeout=1)
         self._close_control()
+        if self.http is not None:
+            self.http.close()
         self.server = None
         gevent.killall(self._background)
         self.flush_connection_log()
@@ -357,7 +386,8 @@ class Manager:
         shown = None
         while True:
             gevent.sleep(self.FLUSH_INTERVAL)
-            self.flush_connection_log()
+            if not self.flush_connection_log():
+                self._probe_database()
             text = self.describe()
             if text != shown:
                 shown = text
@@ -396,9 +426,114 @@ class Manager:
         second; an admin read of the table calls it first, so a peer sees its own rows (1.0
         writes each row at once, and its test_admin_requests reads them straight away)."""
         try:
-            self._events.flush()
+            written = self._events.flush()
         except Exception as exc:  # noqa: BLE001 -- kept for the next try; never kill the Manager
             logger.warning("connections_flush_failed", error=str(exc))
+            self.database_error = str(exc)
+            return True
+        if written:
+            self.database_error = None
+        return written
+
+    def _probe_database(self):
+        try:
+            models.check_writable()
+        except Exception as exc:  # noqa: BLE001 -- reported by /readyz and the health event
+            self.database_error = str(exc)
+        else:
+            self.database_error = None
+
+    # ------------------------------------------------------------------ events and figures
+    def publish_pending(self):
+        """Publish the events the registry queued (it stays pure: it only queues them)."""
+        publish = self.events.publish
+        for kind, event, fields in self.registry.take_events():
+            publish(kind, event, **fields)
+
+    def count_drop(self, reason):
+        """A peer dropped by the Manager, counted by why (``reason`` is Session.abort's text)."""
+        self.counts["dropped"] += 1
+        kind = ("slow_consumer" if reason.startswith("slow consumer") else
+                "overflow" if reason.startswith("outbound queue overflow") else "other")
+        self.drops[kind] += 1
+
+    def totals(self):
+        """The figures of ``netmgr status`` and the heartbeat."""
+        registry = self.registry
+        requests = errors = 0
+        for _, stats in registry.stats.items():
+            requests += stats.requests
+            errors += stats.errors
+        return {"peers": sum(1 for s in self.sessions if s.name), "clients": len(registry.clients),
+                "services": len(registry.services),
+                "in_flight": sum(r.in_flight() for r in registry.records()),
+                "queued_bytes": self.queued_total, "uptime": round(time.time() - self.started, 1),
+                "requests": requests, "errors": errors, **self.counts}
+
+    def _measure_lag(self):
+        """How late a timer fires: the event loop's lag (a peer or a bug holding the hub)."""
+        period = self.LAG_PERIOD
+        while True:
+            start = time.monotonic()
+            gevent.sleep(period)
+            self.loop_tick = now = time.monotonic()
+            self.loop_lag = lag = max(0.0, now - start - period)
+            if lag > self._lag_max:
+                self._lag_max = lag
+            for _, stats in self.registry.stats.items():
+                if stats.pending:
+                    stats.fold()  # the latencies the replies left (registry.route_reply)
+
+    def _heartbeat(self):
+        last = time.monotonic()
+        while True:
+            gevent.sleep(self.cfg.heartbeat_interval)
+            now = time.monotonic()
+            self.heartbeat(now - last)
+            last = now
+
+    def heartbeat(self, interval):
+        """Close the figures' window of ``interval`` seconds and publish the heartbeat event."""
+        registry, services = self.registry, {}
+        for name, stats in list(registry.stats.items()):
+            window = stats.close_window(interval)
+            record = registry.service(name)
+            if record is not None:
+                services[name] = {"requests": stats.requests, "errors": stats.errors, **window,
+                                  "in_flight": record.in_flight()}
+        lag, self._lag_max = max(self._lag_max, self.loop_lag), 0.0
+        self.events.publish("heartbeat", "tick", interval=round(interval, 3), loop_lag=round(lag, 6),
+                            totals=self.totals(), services=services)
+        self._check_health()
+
+    def health(self):
+        """``{"status": "ok" | "degraded", "loop_lag", "checks"}``: the event loop ran this, so it
+        is alive; degraded while it lags, the database cannot be written or the port is closed."""
+        checks = {
+            "event_loop": {"ok": self.loop_lag < self.LAG_DEGRADED,
+                           "detail": f"lag {self.loop_lag * 1000:.1f} ms"},
+            "database": {"ok": self.database_error is None,
+                         "detail": self.database_error or f"writable: {self.cfg.database}"},
+            "listening": {"ok": self.server is not None and self.server.started,
+                          "detail": f"port {self.port}"},
+        }
+        status = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
+        return {"status": status, "loop_lag": round(self.loop_lag, 6), "checks": checks}
+
+    def readiness(self):
+        """``(ready, checks)``: listening, and the database writable now."""
+        self._probe_database()
+        checks = self.health()["checks"]
+        ready = checks["listening"]["ok"] and checks["database"]["ok"]
+        return ready, {k: checks[k] for k in ("listening", "database")}
+
+    def _check_health(self):
+        """Publish a health event when the status or the failing checks change."""
+        health = self.health()
+        key = (health["status"], tuple(k for k, c in health["checks"].items() if not c["ok"]))
+        if key != self._health:
+            self._health = key
+            self.events.publish("health", "changed", status=health["status"], checks=health["checks"])
 
     # ------------------------------------------------------------------ peers
     def name_peer(self, ip, port):

@@ -7,10 +7,16 @@ completion without blocking, so under gevent each call is atomic and needs no lo
 
 Peers are registered with an opaque ``handle`` (the Manager's session object); the registry
 hands handles back as destinations and never calls them.
+
+Each change of state is also an event (issue 13): the registry appends ``(type, event, fields)``
+to :attr:`Registry.pending`, as it returns deliveries, and the Manager publishes them
+(:mod:`netmgr.daemon.events`). Request figures per Service are kept in :mod:`netmgr.daemon.stats`.
 """
 import re
 import reprlib
+import time
 
+from netmgr.daemon.stats import StatsTable
 from netmgr.errors import Refused, error_text
 from netmgr.protocol import encode_str, error
 
@@ -28,18 +34,35 @@ class Client:
 
 
 class Service:
-    __slots__ = ("name", "network_name", "handle", "max_clients", "links", "locks", "inflight")
+    __slots__ = ("name", "network_name", "handle", "max_clients", "links", "locks", "inflight",
+                 "stats", "shared")
 
-    def __init__(self, name, network_name, handle, max_clients):
+    def __init__(self, name, network_name, handle, max_clients, stats=None):
         self.name = name
         self.network_name = network_name
         self.handle = handle
         self.max_clients = max_clients
         self.links = set()  # Client records
         self.locks = set()  # Client records, a subset of links
-        # requests forwarded and not yet answered: {requester network name: {uid: count}}.
-        # A count, because terminal users send every request with uid "".
+        self.shared = False  # whether the locks held are shared ones
+        # requests forwarded and not yet answered: {requester network name: {uid: start}}, the
+        # monotonic time it was forwarded; a list of those for several requests with one uid
+        # (terminal users send every request with uid ""). A float, not a list of one: the hot
+        # path allocates nothing.
         self.inflight = {}
+        self.stats = stats  # netmgr.daemon.stats.ServiceStats, kept under the name
+
+    def in_flight(self):
+        return sum(_count(starts) for uids in self.inflight.values() for starts in uids.values())
+
+
+def _count(starts):
+    """How many requests an in-flight entry stands for (a start time, or a list of them)."""
+    return 1 if type(starts) is float else len(starts)
+
+
+def _by_name(record):
+    return record.name
 
 
 def _names(peers):
@@ -122,6 +145,13 @@ class Registry:
 
     def __init__(self, manager_name, max_inflight=10000):
         self.manager_name = manager_name
+        #: the monotonic time of the input being routed: the Manager sets it once per chunk it
+        #: receives (a batch of lines arrived together), so the hot path reads an attribute
+        #: instead of calling a clock per request and per reply
+        self.now = time.monotonic()
+        #: events not yet published: ``(type, event, fields)`` (netmgr.daemon.events)
+        self.pending = []
+        self.stats = StatsTable()
         self.max_inflight = max_inflight  # requests in flight per Client (--max-inflight)
         self._clients = {}  # network name -> Client
         self._services = {}  # service name -> Service
@@ -131,6 +161,15 @@ class Registry:
         #: counts every change of ``clients`` and ``services``: a cached identity is current
         #: while it is unchanged
         self.changes = 0
+
+    def emit(self, kind, event, /, **fields):
+        """Queue an event for the Manager to publish."""
+        self.pending.append((kind, event, fields))
+
+    def take_events(self):
+        """The queued events, oldest first; the queue is then empty."""
+        events, self.pending = self.pending, []
+        return events
 
     # ---------------------------------------------------------------- registration
     def add(self, handle, network_name, address, kind, fields):
@@ -143,41 +182,50 @@ class Registry:
             self._clients[network_name] = record
             self.clients[network_name] = {"name": fields["name"], "address": address,
                                           "language": fields["language"], "os": fields["os"]}
+            self.emit("peer", "connected", name=network_name, kind="client", address=address)
             return record
         name = fields["name"]
         if name in self._services:
             raise Refused("NameError", f"A {name!r} service is already running on the Manager")
-        record = Service(name, network_name, handle, fields["max_clients"])
+        stats = self.stats.get(name, self._services.__contains__)
+        record = Service(name, network_name, handle, fields["max_clients"], stats)
         self._services[name] = record
         self.services[name] = {"attributes": fields["attributes"], "address": address,
                                "language": fields["language"], "os": fields["os"],
                                "max_clients": fields["max_clients"]}
+        self.emit("peer", "connected", name=network_name, kind="service", address=address)
+        self.emit("service", "registered", name=name, network_name=network_name, address=address,
+                  attributes=fields["attributes"], max_clients=fields["max_clients"],
+                  language=fields["language"], os=fields["os"])
         return record
 
-    def remove(self, record):
+    def remove(self, record, reason="closed"):
         """Forget a peer and release its links, locks and in-flight requests.
 
         Returns ``[(handle, message), …]``: for a Service, an error reply to every request still
-        in flight to it (reference 6.14), each with its requester and uid.
+        in flight to it (reference 6.14), each with its requester and uid. ``reason`` is why the
+        peer went, for the events.
         """
         self.changes += 1
         if isinstance(record, Client):
-            if self._clients.get(record.name) is record:
-                del self._clients[record.name]
-                del self.clients[record.name]
-            for service in record.links:
-                service.links.discard(record)
-                service.locks.discard(record)
-            for service in record.sent_to:
+            if self._clients.get(record.name) is not record:
+                return []
+            del self._clients[record.name]
+            address = self.clients.pop(record.name)["address"]
+            for service in sorted(record.links, key=_by_name):
+                self._unlinked(service, record, "client disconnected")
+            for service in record.sent_to:  # their replies will have no one to go to
                 service.inflight.pop(record.name, None)
             record.links.clear()
             record.sent_to.clear()
+            self.emit("peer", "disconnected", name=record.name, kind="client", address=address,
+                      reason=reason)
             return []
 
         if self._services.get(record.name) is not record:
             return []
         del self._services[record.name]
-        del self.services[record.name]
+        address = self.services.pop(record.name)["address"]
         text = error_text("ConnectionError", f"the {record.name!r} Service disconnected before "
                                              "replying to this request")
         effects = []
@@ -186,18 +234,43 @@ class Registry:
             if client is None:
                 continue
             client.sent_to.discard(record)
-            client.inflight -= sum(uids.values())
-            for uid, count in uids.items():
+            for uid, starts in uids.items():
+                count = _count(starts)
+                client.inflight -= count
+                record.stats.errors += count
                 effects.extend([(client.handle, error(text, requester, uid))] * count)
-        for client in record.links:
-            client.links.discard(record)
+                for _ in range(count):
+                    self.emit("request_failed", "service_left", service=record.name,
+                              requester=requester, uid=uid, message=text)
+        for client in sorted(record.links, key=_by_name):
+            self._unlinked(record, client, "service gone")
         record.inflight.clear()
-        record.links.clear()
-        record.locks.clear()
+        self.emit("service", "gone", name=record.name, network_name=record.network_name,
+                  address=address, reason=reason)
+        self.emit("peer", "disconnected", name=record.network_name, kind="service", address=address,
+                  reason=reason)
         return effects
+
+    def _unlinked(self, service, client, reason):
+        """End a link (and the lock it held), with its events."""
+        if client in service.locks:
+            service.locks.discard(client)
+            self.emit("lock", "released", service=service.name, client=client.name, reason=reason)
+        service.links.discard(client)
+        client.links.discard(service)
+        self.emit("link", "unlinked", service=service.name, client=client.name, reason=reason)
 
     def service(self, name):
         return self._services.get(name)
+
+    def links_of(self, client_name):
+        """The names of the Services a Client is linked with."""
+        record = self._clients.get(client_name)
+        return sorted(s.name for s in record.links) if record is not None else []
+
+    def records(self):
+        """The connected Services' records."""
+        return self._services.values()
 
     # ---------------------------------------------------------------- links and locks (1.11)
     def link(self, client, name):
@@ -219,6 +292,7 @@ class Registry:
                           f"The linked Clients are:\n  {_names(service.links)}")
         service.links.add(client)
         client.links.add(service)
+        self.emit("link", "linked", service=service.name, client=client.name)
 
     def unlink(self, client, name):
         service = self._services.get(name)
@@ -226,9 +300,7 @@ class Registry:
             return True  # 1.0: unlinking from a Service that has gone is a success
         if client not in service.links:
             raise Refused("KeyError", f"cannot unlink {client.name}, it was not linked with {name!r}")
-        service.links.discard(client)
-        service.locks.discard(client)
-        client.links.discard(service)
+        self._unlinked(service, client, "unlink")
         return True
 
     def acquire_lock(self, client, name, shared):
@@ -243,14 +315,19 @@ class Registry:
                           f"{client.name} cannot acquire an exclusive lock, there are "
                           f"{len(service.links)} links with the {name!r} service\n"
                           f"The linked Clients are:\n  {_names(service.links)}")
-        service.locks.add(client)
+        if client not in service.locks:
+            service.locks.add(client)
+            service.shared = shared
+            self.emit("lock", "acquired", service=name, client=client.name, shared=shared)
         return [c.name for c in service.links]
 
     def release_lock(self, client, name):
         service = self._services.get(name)
         if service is None:
             raise Refused("KeyError", f"{name!r} service does not exist, {client.name} cannot release the lock")
-        service.locks.discard(client)
+        if client in service.locks:
+            service.locks.discard(client)
+            self.emit("lock", "released", service=name, client=client.name, reason="release")
         return [c.name for c in service.locks]
 
     # ---------------------------------------------------------------- routing (1.8, 1.9)
@@ -269,11 +346,18 @@ class Registry:
             raise Refused("PermissionError", f"too many requests in flight: the limit is "
                                              f"{self.max_inflight} per Client")
         client.inflight += 1
+        service.stats.requests += 1
         uids = service.inflight.get(client.name)
         if uids is None:
             uids = service.inflight[client.name] = {}
             client.sent_to.add(service)
-        uids[uid] = uids.get(uid, 0) + 1
+        starts = uids.get(uid)
+        if starts is None:
+            uids[uid] = self.now
+        elif type(starts) is float:
+            uids[uid] = [starts, self.now]
+        else:
+            starts.append(self.now)
         return service
 
     def route_reply(self, service, requester, uid):
@@ -284,13 +368,16 @@ class Registry:
         uids = service.inflight.get(requester)
         if uids is None:
             return None
-        count = uids.get(uid)
-        if count is None:
+        started = uids.pop(uid, None)
+        if started is None:
             return None
-        if count > 1:
-            uids[uid] = count - 1
-        else:
-            del uids[uid]
+        if type(started) is not float:  # several requests with this uid: the oldest is answered
+            starts = started
+            started = starts.pop(0)
+            uids[uid] = starts if len(starts) > 1 else starts[0]
+        # folded into buckets off the hot path (Manager._measure_lag, 4 times a second): at most
+        # the Manager's reply rate times 0.25 s of floats wait here
+        service.stats.pending.append(self.now - started)
         client = self._clients.get(requester)
         if client is not None:
             client.inflight -= 1

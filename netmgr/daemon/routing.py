@@ -188,6 +188,8 @@ def forward(registry, record, line, data, service_name, uid):
     try:
         target = registry.route_request(record, service_name, uid)
     except Refused as exc:
+        registry.emit("request_failed", "refused", service=service_name, requester=record.name,
+                      uid=uid, message=exc.message)
         return [_error(record, exc.message, uid)]
     if line is not None and "requester" not in data:
         # splice the requester into the received text: no re-serialisation of the payload
@@ -225,12 +227,15 @@ def from_service(registry, record, line, data):
     client = registry.route_reply(record, requester, uid)
     if client is None:
         return None  # a forged or repeated reply
+    if data.get("error") is True:
+        record.stats.errors += 1
     if is_canonical_reply(data):
         return [(client.handle, _with_crlf(line))]
     return [(client.handle, dumps(rebuild_reply(loads_exact(line))))]
 
 
 def _notification(registry, record, line, data):
+    record.stats.notifications += 1
     clients = registry.subscribers(record)
     if not clients:
         return []

@@ -59,7 +59,7 @@ class Session(Output):
     # no __dict__: with 20,000 peers every byte of a session counts (issue 12)
     __slots__ = ("manager", "local_uid", "sock", "ip", "port", "address", "domain", "hostname", "name",
                  "record", "is_admin", "challenging", "closed", "_reader", "_lines", "_eof",
-                 "_hangup", "_tls", "_greenlet", "input_progress",
+                 "_hangup", "_tls", "_greenlet", "input_progress", "reason",
                  # Output's
                  "_out", "_queued", "_dirty", "_writer", "write_progress", "__weakref__")
 
@@ -84,6 +84,7 @@ class Session(Output):
         self._tls = False  # self.sock is a netmgr.daemon.tls.TLSStream
         self._greenlet = None
         self.input_progress = 0.0  # monotonic time of the last bytes of an unfinished line
+        self.reason = "closed by the peer"  # why the session ended (the peer event says)
         self._init_output()
 
     @property
@@ -112,19 +113,23 @@ class Session(Output):
             except HandshakeFailed as exc:
                 self.log.info("handshake_failed", reason=str(exc))
                 identified = False
+            self.manager.counts["handshakes" if identified else "handshakes_failed"] += 1
             flush = True  # a rejection error must reach the peer before the close
             if identified:
                 self._reader.limit = self.manager.cfg.max_line_size
                 self._read_loop()
         except ProtocolError as exc:
             self.log.info("peer_disconnected", reason=str(exc))
+            self.reason = str(exc)
             flush = False
         except (OSError, gevent.GreenletExit) as exc:
             if isinstance(exc, OSError):
                 self.log.info("connection_error", reason=str(exc))
+                self.reason = f"connection error: {exc}"
             flush = False
-        except Exception:  # noqa: BLE001 -- a bug ends this session only, logged with its traceback
+        except Exception as exc:  # noqa: BLE001 -- a bug ends this session only, logged with its traceback
             log.log_exception("session_failed", sys.exc_info(), self.log, name=self.name)
+            self.reason = f"internal error: {type(exc).__name__}"
             flush = False
         finally:
             self._cleanup(flush)
@@ -134,10 +139,13 @@ class Session(Output):
         self.manager.partial.discard(self)
         self._reader.discard()  # an unfinished line (maybe 100s of MB) goes now, not at GC
         self._lines.clear()
+        manager = self.manager
+        manager.events.unsubscribe(self.send_event)
         try:
             if self.record is not None:
-                effects = self.manager.registry.remove(self.record)
-                self.manager.record(self, "disconnected")
+                effects = manager.registry.remove(self.record, self.reason)
+                manager.publish_pending()
+                manager.record(self, "disconnected")
                 for n, (session, message) in enumerate(effects, 1):
                     session.send(dumps(message))
                     if n % 256 == 0:
@@ -161,7 +169,8 @@ class Session(Output):
         if self.closed:
             return
         self.closed = True
-        self.manager.counts["dropped"] += 1
+        self.reason = reason
+        self.manager.count_drop(reason)
         self.log.info("peer_dropped", reason=reason, name=self.name)
         if self._greenlet is not None and self._greenlet is not gevent.getcurrent():
             self._greenlet.kill(block=False)
@@ -191,6 +200,7 @@ class Session(Output):
         turn, every destination still gets one ``send`` for all its messages.
         """
         lines, feed, recv = self._lines, self._reader.feed, self.sock.recv
+        registry, clock = self.manager.registry, time.monotonic
         size, turn = 65536, 0
         while not self.closed:
             n = 0
@@ -206,6 +216,7 @@ class Session(Output):
                     _next_turn()  # the rest of this chunk waits for the next turn
                     n = turn = 0
             data = recv(size)
+            registry.now = clock()  # when these lines arrived: the latency figures' clock
             if not data:
                 self._at_eof()
                 return
@@ -276,6 +287,7 @@ class Session(Output):
             if local:
                 name = self._unique(fields["name"])
             record = self.manager.registry.add(self, name, self.address, kind, fields)
+            self.manager.publish_pending()
         except Refused as exc:
             self.log.info("identity_rejected", reason=exc.message)
             self.manager.record(self, "rejected: invalid identity")
@@ -373,10 +385,17 @@ class Session(Output):
             raw = False
         return self._route(line, data, raw)
 
+    def send_event(self, event):
+        """A listener of the Manager's event stream (``subscribe_events``): the notification line."""
+        self.send(event.notification)
+
     def _route(self, line, data, raw):
-        verdict, effects = routing.route(self.manager.registry, self.record, line, data, raw)
+        registry = self.manager.registry
+        verdict, effects = routing.route(registry, self.record, line, data, raw)
         for handle, out in effects:
             handle.send(out)
+        if registry.pending:
+            self.manager.publish_pending()
         if verdict is None:
             return True
         if verdict is routing.MANAGER:
@@ -387,4 +406,5 @@ class Session(Output):
         if verdict is routing.DROPPED:
             self.log.info("reply_dropped", requester=data.get("requester"), uid=data.get("uid"))
             return True
+        self.reason = "disconnect request"
         return False  # routing.DISCONNECT

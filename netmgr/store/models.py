@@ -185,6 +185,12 @@ def open_db(path, wal=True, seed_hostnames=True, busy_timeout_ms=BUSY_TIMEOUT_MS
     return db
 
 
+def check_writable():
+    """Raise the database's error unless a write transaction can begin now (``/readyz``)."""
+    with db.atomic('IMMEDIATE'):
+        pass
+
+
 def close_db():
     """Close the connection, if open. The models stay bound; ``open_db`` may be called again."""
     if not db.is_closed():
