@@ -21,9 +21,11 @@ name a file whose first line is the password (1.0): :func:`secret_value`.
 This module reads files and the environment; it writes nothing and opens no sockets.
 """
 import configparser
+import ipaddress
 import logging
 import math
 import os
+import re
 import time
 
 from netmgr.errors import ConfigError, Failed, UsageError
@@ -38,6 +40,7 @@ ENV_PREFIX = "NETMGR_"
 SECTION = "netmgr"
 AUTH_MODES = ("none", "password", "login", "hostname")
 SECRET_KEYS = ("auth_password", "key_file_password")
+_HOST = re.compile(r"^[A-Za-z0-9_.:%-]+$")  # a name or an address: no spaces, slashes or brackets
 LOG_NAME = "manager-%Y-%m-%d-%H-%M-%S.log"  # 1.0's log file, named after the start time
 LOG_NAME_SHOWN = "manager-YYYY-MM-DD-HH-MM-SS.log"  # the same, as ``netmgr config`` shows it
 
@@ -76,9 +79,38 @@ def _log_file(text):
     return "" if text.strip().lower() == "none" else _path(text)  # "none": no log file
 
 
-def _control_socket(text):
-    """A UNIX socket path; ``none`` (or empty): no control socket."""
+def _optional_path(text):
+    """A path (the control socket, the HTTP token file); ``none`` (or empty): none."""
     return "" if text.strip().lower() in ("", "none") else _path(text)
+
+
+def http_address(text):
+    """``(host, port)`` of ``HOST:PORT`` (an IPv6 address in brackets: ``[::1]:1876``).
+
+    ValueError says what is wrong. The host may be a name; it is resolved when the Manager binds.
+    """
+    host, colon, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address goes in brackets, as in [::1]:1876, got {text!r}")
+    if (not colon or not host or not _HOST.match(host) or not (port.isascii() and port.isdigit())
+            or int(port) > 65535):
+        raise ValueError(f"must be HOST:PORT (e.g. 127.0.0.1:1876 or [::1]:1876) or none, got {text!r}")
+    return host, int(port)
+
+
+def _http(text):
+    """``HOST:PORT`` of the HTTP endpoint, as given; ``none`` (or empty): off (``""``)."""
+    value = text.strip()
+    if value.lower() in ("", "none"):
+        return ""
+    http_address(value)
+    return value
 
 
 def _int(low, high=None):
@@ -189,13 +221,17 @@ KEYS = {
     "max_startups_per_address": (_int(1), 128),
     "connections_max_rows": (_int(0), 1_000_000),
     "connections_max_age": (_float(0), 0.0),
-    "control_socket": (_control_socket, None),
+    "control_socket": (_optional_path, None),
+    "heartbeat_interval": (_float(0.1), 2.0),
+    "http": (_http, None),
+    "http_token_file": (_optional_path, None),
 }
 DEFAULTS = {key: default for key, (_, default) in KEYS.items()}
 
 #: keys a reload (SIGHUP) cannot change in a running Manager: they need a restart
 RESTART_ONLY = ("host", "port", "database", "disable_tls", "home", "auth", "auth_password",
-                "max_connections", "log_file", "auth_workers", "control_socket")
+                "max_connections", "log_file", "auth_workers", "control_socket", "http",
+                "http_token_file")
 
 
 def env_name(key):

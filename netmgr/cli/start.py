@@ -83,6 +83,10 @@ D = config.DEFAULTS
 @click.option("--control-socket", default=None, metavar="PATH",
               help="The local control socket; 'none': none [default: $RUNTIME_DIRECTORY/netmgr.sock "
                    "under systemd, else HOME/netmgr.sock].")
+@click.option("--http", default=None, metavar="HOST:PORT",
+              help="Serve /metrics, /healthz, /readyz, /api/status, /api/events and a status page "
+                   "on HOST:PORT ([::1]:PORT for IPv6); beyond loopback it needs TLS and "
+                   "authentication; 'none': off [default: off].")
 @config_option
 def start(config_file, auth_hostname, auth_login, auth_password, log_file, **flags):
     """Start the Network Manager.
@@ -100,6 +104,11 @@ def start(config_file, auth_hostname, auth_login, auth_password, log_file, **fla
 
     if flags.get("control_socket") is not None:
         flags["control_socket"] = config.KEYS["control_socket"][0](flags["control_socket"])
+    if flags.get("http") is not None:
+        try:
+            flags["http"] = config.KEYS["http"][0](flags["http"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--http'") from None
     if flags.get("max_startups") is not None:
         try:
             flags["max_startups"] = config.KEYS["max_startups"][0](flags["max_startups"])
