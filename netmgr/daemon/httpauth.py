@@ -70,11 +70,16 @@ class HTTPAuth:
             auth.read_token(strict=True)
         elif auth.required and not auth.admins():
             why = "it is not on a loopback address" if not loopback else f"auth = {cfg.auth}"
-            raise StartupError(
-                f"the HTTP endpoint on {text} needs authentication ({why}) and has none: set "
-                f"http_token_file (config file or NETMGR_HTTP_TOKEN_FILE) to a file whose first "
-                f"line is a token of {cls.TOKEN_MIN} characters or more (openssl rand -hex 32 > "
-                f"FILE), or add an administrator (netmgr user add NAME --admin)")
+            fix = (f"set http_token_file (config file or NETMGR_HTTP_TOKEN_FILE) to a file whose "
+                   f"first line is a token of {cls.TOKEN_MIN} characters or more (openssl rand "
+                   f"-hex 32 > FILE), or add an administrator (netmgr user add NAME --admin)")
+            if not loopback:
+                raise StartupError(f"the HTTP endpoint on {text} needs authentication ({why}) and "
+                                   f"has none: {fix}")
+            # on loopback the Manager's own peers must not lose it over its page: it answers 401
+            # until an administrator is added (the table is read per request)
+            logger.warning("http_unreadable", address=text, reason=f"authentication is required "
+                           f"({why}) and no one can authenticate", fix=fix)
         return auth
 
     def describe(self):

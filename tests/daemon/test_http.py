@@ -364,9 +364,13 @@ def test_beyond_loopback_without_authentication_it_refuses_to_start(netmgr_home)
     assert list(netmgr_home.iterdir()) == []  # a start that fails leaves nothing behind (issue 11)
 
 
-def test_a_manager_password_makes_loopback_need_authentication_too(netmgr_home):
-    line = start_fails(netmgr_home, "-P", "pw", "--http", "127.0.0.1:0")
-    assert "needs authentication (auth = password)" in line
+def test_a_manager_password_makes_loopback_need_authentication_too(netmgr_factory):
+    """With no way to authenticate yet the Manager still serves its peers: the endpoint says 401
+    and the log says what to add."""
+    mgr, port = start_http(netmgr_factory, "-P", "pw")
+    status, _, _ = get(port, "/api/status")
+    assert status == 401
+    assert "http_unreadable" in mgr.output and "netmgr user add NAME --admin" in mgr.output
 
 
 def test_a_bad_token_file_refuses_to_start(netmgr_home, tmp_path):
