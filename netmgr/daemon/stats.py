@@ -22,14 +22,26 @@ _FINE = 30 * _STEPS_PER_DOUBLING + 1
 _BASE = 1e-6
 
 
-def _fine_index(seconds):
-    if seconds <= _BASE:
-        return 0
-    return min(_FINE - 1, int(math.log2(seconds / _BASE) * _STEPS_PER_DOUBLING) + 1)
-
-
 def _fine_upper(index):
     return _BASE * 2 ** (index / _STEPS_PER_DOUBLING)
+
+
+#: the fine buckets' upper bounds; the last one holds everything above
+_FINE_BOUNDS = tuple(_fine_upper(i) for i in range(_FINE - 1)) + (math.inf,)
+
+
+def _count_into(counts, bounds, ordered):
+    """Add to ``counts[i]`` how many of the sorted ``ordered`` fall in ``(bounds[i-1], bounds[i]]``:
+    one bisection per bucket between the smallest and the largest value, none per value."""
+    locate, n = bisect.bisect_right, len(ordered)
+    first = bisect.bisect_left(bounds, ordered[0])
+    below = 0
+    for i in range(first, len(bounds)):
+        upto = n if bounds[i] == math.inf else locate(ordered, bounds[i], below)
+        counts[i] += upto - below
+        below = upto
+        if below == n:
+            break
 
 
 class ServiceStats:
@@ -65,10 +77,9 @@ class ServiceStats:
         pending, self.pending = self.pending, []
         if not pending:
             return
-        buckets, fine, locate = self._buckets, self._fine, bisect.bisect_left
-        for seconds in pending:
-            buckets[locate(BUCKETS, seconds)] += 1
-            fine[_fine_index(seconds)] += 1
+        pending.sort()  # in C; then one bisection per bucket, not per value
+        _count_into(self._buckets, BUCKETS + (math.inf,), pending)
+        _count_into(self._fine, _FINE_BOUNDS, pending)
         self.sum += math.fsum(pending)
         self.count += len(pending)
         self._window_count += len(pending)

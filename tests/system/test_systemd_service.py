@@ -14,6 +14,7 @@ every case.
 
 Runs as root where systemd-nspawn and debootstrap are installed; skipped otherwise, saying why.
 """
+import base64
 import hashlib
 import json
 import os
@@ -24,6 +25,8 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -146,6 +149,15 @@ def first_line(port):
     return json.loads(data.split(b"\n")[0])
 
 
+def http_get(path, auth=None):
+    """The body of a GET of the HTTP endpoint the shipped config turns on."""
+    request = urllib.request.Request(f"http://127.0.0.1:1876{path}")
+    if auth is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    with urllib.request.urlopen(request, timeout=WAIT) as response:
+        return response.read()
+
+
 def set_config(box, **settings):
     """Edit /etc/netmgr/netmgr.conf in place (``key = value`` lines, as an administrator)."""
     script = ("import sys; from netmgr.cli.install import render_config; p = sys.argv[1]; "
@@ -225,6 +237,10 @@ def _scenario(box, port, tmp, step):
     main_pid = box.unit("netmgr", "MainPID")
     print(f"    MainPID={main_pid} Status={box.unit('netmgr', 'StatusText')!r}")
 
+    step("the shipped config's HTTP endpoint, 127.0.0.1:1876 (the container shares our network)")
+    assert json.loads(http_get("/healthz"))["status"] == "ok"
+    assert b"\nnetmgr_connections{kind=" in http_get("/metrics")
+
     step("a 1.0 Service and a 1.0 Client from the host, TLS trust on first use")
     service = subprocess.Popen([sys.executable, "-c", SERVICE, str(port)],
                                env=dict(os.environ, MSL_NETWORK_HOME=str(tmp / "service-home")),
@@ -270,6 +286,10 @@ def _scenario(box, port, tmp, step):
     assert client(port, tmp / "client-2", user="alice", password="alice pw")["manager"]
     refused = client(port, tmp / "client-2", user="alice", password="wrong", check=False)
     assert refused.returncode != 0
+    # with auth = login even loopback readers of the HTTP endpoint must log in; alice is no admin
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        http_get("/api/status", auth=("alice", "alice pw"))
+    assert denied.value.code == 403
 
     step("logrotate -f: the log file is rotated, the Manager writes to the new one")
     box.run("logrotate", "-f", "/etc/logrotate.d/netmgr", timeout=WAIT)
