@@ -39,9 +39,11 @@ def status(manager):
     for name in sorted(registry.services):
         record, entry = registry.service(name), registry.services[name]
         stats = record.stats
-        services[name] = {"address": entry["address"], "max_clients": record.max_clients,
+        services[name] = {"address": entry["address"], "network_name": record.network_name,
+                          "max_clients": record.max_clients,
                           "links": sorted(c.name for c in record.links),
                           "locks": sorted(c.name for c in record.locks),
+                          "shared": record.shared if record.locks else None,
                           "in_flight": record.in_flight(),
                           "attributes": entry["attributes"], "language": entry["language"],
                           "os": entry["os"],
@@ -50,7 +52,9 @@ def status(manager):
     client_info = {name: {"address": entry["address"], "language": entry["language"],
                           "os": entry["os"], "links": registry.links_of(name)}
                    for name, entry in sorted(registry.clients.items())}
-    return {"manager": manager.name, "clients": sorted(registry.clients), "client_info": client_info,
+    # "seq": the last event this view includes (a reader of the stream applies only later ones)
+    return {"manager": manager.name, "seq": manager.events.seq, "health": manager.health()["status"],
+            "clients": sorted(registry.clients), "client_info": client_info,
             "services": services, "totals": manager.totals(), "recent": recent_connections(manager)}
 
 

@@ -182,7 +182,8 @@ class Registry:
             self._clients[network_name] = record
             self.clients[network_name] = {"name": fields["name"], "address": address,
                                           "language": fields["language"], "os": fields["os"]}
-            self.emit("peer", "connected", name=network_name, kind="client", address=address)
+            self.emit("peer", "connected", name=network_name, kind="client", address=address,
+                      language=fields["language"], os=fields["os"])
             return record
         name = fields["name"]
         if name in self._services:
@@ -193,7 +194,8 @@ class Registry:
         self.services[name] = {"attributes": fields["attributes"], "address": address,
                                "language": fields["language"], "os": fields["os"],
                                "max_clients": fields["max_clients"]}
-        self.emit("peer", "connected", name=network_name, kind="service", address=address)
+        self.emit("peer", "connected", name=network_name, kind="service", address=address,
+                  language=fields["language"], os=fields["os"])
         self.emit("service", "registered", name=name, network_name=network_name, address=address,
                   attributes=fields["attributes"], max_clients=fields["max_clients"],
                   language=fields["language"], os=fields["os"])

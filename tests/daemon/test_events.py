@@ -38,7 +38,8 @@ def events(reg):
 def test_a_client_connecting_is_a_peer_event(reg):
     c = add(reg, "client", "C")
     assert events(reg) == [("peer", "connected", {"name": c.name, "kind": "client",
-                                                  "address": c.name[2:-1]})]
+                                                  "address": c.name[2:-1], "language": "unknown",
+                                                  "os": "unknown"})]
     assert reg.take_events() == []  # taken once
 
 
