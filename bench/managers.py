@@ -7,6 +7,12 @@ line is also recorded when it appears. Nothing waits a fixed time.
 TLS: :func:`make_tls_files` writes one RSA-2048 key and self-signed certificate per benchmark run
 (with ``netmgr.crypto``); both Managers are started with ``--cert-file``/``--key-file`` pointing at
 them, so neither generates a key while it starts and both serve the same certificate.
+
+``netmgr+http`` (issue 13) is netmgr started with ``--http 127.0.0.1:PORT`` and watched for its whole
+life by ``python -m bench.observer`` (``/metrics`` scraped once a second, one ``/api/events`` reader):
+the same Manager as ``netmgr``, with the cost of being observed. Its HTTP port is chosen like the
+Manager's (a free port of 127.0.0.1), not ``:0``: the ``http_listening`` event that names a port
+chosen by the kernel is an INFO line, and the benchmark runs every Manager at ``-G WARNING``.
 """
 import os
 import shutil
@@ -115,10 +121,20 @@ def netmgr_lib_available():
 _netmgr_options = None
 
 
+def netmgr_http_available():
+    """(ok, reason): netmgr's HTTP endpoint and prometheus_client can be imported (``netmgr+http``)."""
+    return _importable("netmgr.daemon.http, netmgr.daemon.metrics, prometheus_client")
+
+
+def family(key):
+    """The Manager program of a column: ``netmgr+http`` is netmgr (its library, its options)."""
+    return "netmgr" if key == "netmgr+http" else key
+
+
 def connection_args(key, count):
     """The options that let Manager ``key`` hold ``count`` connections from 127.0.0.1 (+ probes):
     for netmgr, each limit of :data:`NETMGR_CONN_LIMITS` it has and that ``count`` exceeds."""
-    if key != "netmgr":
+    if family(key) != "netmgr":
         return []
     need = count + 100
     help_text = _netmgr_start_options()
@@ -163,10 +179,25 @@ def netmgr_command(port, tmpdir, tls=None):
     return argv, child_env(MSL_NETWORK_HOME=str(tmpdir), NETMGR_HOME=str(tmpdir))
 
 
+def netmgr_http_command(port, tmpdir, tls=None, http_port=None):
+    """netmgr's command with ``--http 127.0.0.1:<http_port>`` (the endpoint is plain HTTP on loopback
+    whether or not the Manager runs TLS)."""
+    if "--http" not in _netmgr_start_options():
+        raise ManagerError("this netmgr has no --http option (netmgr+http needs the HTTP endpoint)")
+    argv, env = netmgr_command(port, tmpdir, tls)
+    return argv + ["--http", f"127.0.0.1:{http_port}"], env
+
+
+# key -> (label in the report, command); the keys are --managers' words
 MANAGERS = {
     "netmgr": ("netmgr", netmgr_command),
     "msl": ("msl-network 1.0", msl_command),
+    "netmgr+http": ("netmgr+http", netmgr_http_command),
 }
+#: the columns run with the HTTP endpoint on and the observer (bench/observer.py) watching
+OBSERVED = frozenset({"netmgr+http"})
+#: seconds between two scrapes of /metrics by the observer (Prometheus's common 1 s at its busiest)
+SCRAPE_INTERVAL = 1.0
 
 
 def probe_first_line(port, timeout=5.0, tls=None, info=None):
@@ -213,6 +244,9 @@ class RunningManager:
         self.ready_line_seen = False
         self.exit_code = None
         self.stop_s = None
+        self.http_port = None  # the HTTP endpoint's port (netmgr+http)
+        self.observer = None  # python -m bench.observer, while it runs
+        self.observed = None  # what it saw (its JSON line), once stopped
 
     @property
     def pid(self):
@@ -221,7 +255,11 @@ class RunningManager:
     def __enter__(self):
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         self.port = procs.free_port()
-        argv, env = self._command(self.port, self.tmpdir, self.tls)
+        if self.key in OBSERVED:
+            self.http_port = procs.free_port()
+            argv, env = self._command(self.port, self.tmpdir, self.tls, http_port=self.http_port)
+        else:
+            argv, env = self._command(self.port, self.tmpdir, self.tls)
         argv += self.extra_args
         self.stdout_path = self.tmpdir / "stdout.txt"
         t0 = time.monotonic()
@@ -230,10 +268,53 @@ class RunningManager:
                                     stderr=subprocess.STDOUT)
         try:
             self._wait_ready(t0)
+            if self.key in OBSERVED:
+                self._start_observer()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_observer(self):
+        """``python -m bench.observer`` on the HTTP port; returns once it is READY (subscribed to
+        the event stream and answered by /metrics), before any peer of the case connects."""
+        argv = [sys.executable, "-m", "bench.observer", "--port", str(self.http_port),
+                "--interval", str(SCRAPE_INTERVAL)]
+        err = open(self.tmpdir / "observer.stderr", "wb")
+        try:
+            self.observer = procs.spawn(argv, cwd=ROOT, env=child_env(), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=err)
+        finally:
+            err.close()
+        line = procs.read_line(self.observer.stdout, 30, self.observer).strip()
+        if line != "READY":
+            raise ManagerError(f"the observer of {self.label} did not start: {line or 'no answer'}"
+                               f"{self._observer_stderr()}; the Manager's output:\n{self.output_tail()}")
+
+    def _observer_stderr(self):
+        try:
+            tail = (self.tmpdir / "observer.stderr").read_text(errors="replace").strip().splitlines()[-4:]
+        except OSError:
+            tail = []
+        return (" (" + " | ".join(tail) + ")") if tail else ""
+
+    def _stop_observer(self):
+        """Tell the observer to stop (one last scrape), keep what it saw in ``observed``."""
+        proc, self.observer = self.observer, None
+        line = ""
+        try:
+            if proc.poll() is None:
+                proc.stdin.write(b"STOP\n")
+                proc.stdin.flush()
+            line = procs.read_line(proc.stdout, 15, proc).strip()
+        except OSError:
+            pass
+        finally:
+            procs.stop(proc)
+        try:
+            self.observed = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            self.observed = {"failure": f"the observer said {line[:200]!r}" + self._observer_stderr()}
 
     def _wait_ready(self, t0):
         context = client_tls_context(self.tls.cert) if self.tls else None
@@ -266,6 +347,8 @@ class RunningManager:
 
     def stop(self):
         """SIGTERM (then SIGKILL after 5 s); records the exit code and how long the stop took."""
+        if self.observer is not None:  # first: it scrapes once more, and the stream must not end early
+            self._stop_observer()
         if self.proc is not None and self.stop_s is None:
             t0 = time.monotonic()
             self.exit_code = procs.stop(self.proc)

@@ -50,7 +50,7 @@ def run_overload_case(key, case, opts, tmp):
             note = "FAILED: " + out[attack.label]["error"]
         finally:
             procs.stop_all()
-        print(f"    {key:7} {attack.label:18} {note}  ({time.monotonic() - t0:.1f} s)", file=sys.stderr,
+        print(f"    {key:11} {attack.label:18} {note}  ({time.monotonic() - t0:.1f} s)", file=sys.stderr,
               flush=True)
     return {"attacks": out}
 

@@ -1,17 +1,19 @@
 """Medians of the runs, the printed report and the JSON document. Performs no I/O.
 
 ``results`` is ``{case name: {column: [metrics of each run]}}``; a column is a Manager key (``netmgr``,
-``msl``) or, for lib_seq, a path (``netmgr``, ``msl``, ``floor``). A failed run is ``{"error": text}``.
+``msl``, ``netmgr+http``) or, for lib_seq, a path (``netmgr``, ``msl``, ``floor``). A failed run is
+``{"error": text}``. The ``netmgr+http`` column is shown only when it was asked for
+(:mod:`bench.httpreport`).
 """
 import math
 import statistics
 
-from bench import managers
+from bench import httpreport, managers
 from bench.scalereport import conn_notes, render_big, targets_json
 from bench.cases import (LIB_PATHS, LIB_SEQ_ROWS, LIB_TARGETS, OVERHEAD_ROWS, PLAIN_OF, SUMMED, BigCase, IdleCase,
                          LibSeqCase, LibThreadsCase, ManyCase, OverloadCase, case_keys, case_rows)
 
-MANAGER_KEYS = ("netmgr", "msl")
+MANAGER_KEYS = ("netmgr", "msl", "netmgr+http")
 
 
 def short(metrics, rows):
@@ -166,7 +168,7 @@ def overhead_cell(t, b):
     return {"tls": t, "plain": b, "ratio": ratio, "added": added}
 
 
-def render_overhead(case, cases, results):
+def render_overhead(case, cases, results, keys=()):
     plain, ovh = tls_overhead(case, cases, results)
     if plain is None:
         return [f"  TLS overhead: not shown, {PLAIN_OF[case.name]} is not part of this run "
@@ -175,14 +177,17 @@ def render_overhead(case, cases, results):
     if isinstance(case, IdleCase) and case.count != plain.count:
         out[0] += f" ({case.count} vs {plain.count} connections)"
     fmts = {key: fmt for key, _, fmt, _ in case_rows(case)}
+    http = httpreport.shown(keys)
     for key, label in OVERHEAD_ROWS[type(case)]:
         pairs = {k: ratio_and_added(*ovh[k][key]) for k in MANAGER_KEYS}
         cells = [fmt_cell("{:.2f}x", pairs[k][0]) for k in MANAGER_KEYS]
-        out.append(f"  {label + ', TLS / plain':38} {cells[0]:>14} {cells[1]:>16} {'-':>8}")
+        extra = f" {cells[2]:>14}" if http else ""
+        out.append(f"  {label + ', TLS / plain':38} {cells[0]:>14} {cells[1]:>16} {'-':>8}{extra}")
         a, m = pairs["netmgr"][1], pairs["msl"][1]
         cross = f"{a / m:.2f}x" if a is not None and m is not None and a > 0 and m > 0 else "-"
         cells = [fmt_cell(fmts[key].replace("{:", "{:+"), pairs[k][1]) for k in MANAGER_KEYS]
-        out.append(f"  {label + ', added (us)':38} {cells[0]:>14} {cells[1]:>16} {cross:>8}")
+        extra = f" {cells[2]:>14}" if http else ""
+        out.append(f"  {label + ', added (us)':38} {cells[0]:>14} {cells[1]:>16} {cross:>8}{extra}")
     return out
 
 
@@ -265,7 +270,7 @@ def overload_rows(case, run, key):
             out.append(f"    {attack.label:18} FAILED: {f['error']}")
             continue
         a = f["attack"]
-        verdict = ("met" if overload_met(f) else "NOT met") if key == "netmgr" else "-"
+        verdict = ("met" if overload_met(f) else "NOT met") if managers.family(key) == "netmgr" else "-"
         out.append(f"    {attack.label:18} {fmt_ms(a['p50_ms']):>8} {fmt_ms(a['p99_ms']):>8} "
                    f"{fmt_ms(a['max_ms']):>9} {a['calls']:>6} {fmt_mib(f['rss_before_mib']):>7} "
                    f"{fmt_mib(f['rss_peak_mib']):>7} {fmt_mib(f['rss_after_mib']):>7} {f['bound_mb']:>6,.0f}  "
@@ -304,7 +309,7 @@ def render_overload(case, results, keys):
 # The report
 
 def render(cases, results, keys, opts, machine):
-    out = render_header(cases, opts, machine)
+    out = render_header(cases, opts, machine, keys)
     for case in cases:
         if isinstance(case, LibSeqCase):
             out += render_lib_seq(case, results, keys, opts)
@@ -315,16 +320,16 @@ def render(cases, results, keys, opts, machine):
         if isinstance(case, BigCase):
             out += render_big(case, results, summarize, fmt_cell)
             continue
-        out += render_case(case, results)
+        out += render_case(case, results, keys)
         if isinstance(case, (IdleCase, ManyCase)):
             out += conn_notes(case, machine)
         out += render_case_notes(case, results, keys, opts)
         if case.tls:
-            out += render_overhead(case, cases, results)
+            out += render_overhead(case, cases, results, keys)
     return "\n".join(out)
 
 
-def render_header(cases, opts, machine):
+def render_header(cases, opts, machine, keys=()):
     out = [
         "",
         f"netmgr benchmark  {machine['date']}",
@@ -337,6 +342,8 @@ def render_header(cases, opts, machine):
     ]
     if all(isinstance(c, OverloadCase) for c in cases):  # none of the above applies to it
         out[3:] = [f"Manager DBs and logs in {machine['tmpdir']}"]
+    if httpreport.shown(keys):
+        out.append(httpreport.HEADER)
     if any(c.tls for c in cases):
         made = opts.tls.made_with if opts.tls else f"none: {opts.tls_error}"
         out.append(f"TLS cases: every peer over TLS; both Managers get one key + self-signed certificate "
@@ -347,9 +354,11 @@ def render_header(cases, opts, machine):
     return out
 
 
-def render_case(case, results):
-    """The title and the table of a case with one column per Manager."""
+def render_case(case, results, keys=()):
+    """The title and the table of a case with one column per Manager: netmgr, msl-network 1.0 and
+    their ratio, then netmgr+http and its ratio to netmgr when it is among ``keys``."""
     labels = manager_labels()
+    http = httpreport.shown(keys)
     rows = case_rows(case)
     per = {k: summarize(results[case.name].get(k, []), rows) for k in MANAGER_KEYS}
     out = ["", f"[{case.name}] {case.title}"]
@@ -358,7 +367,8 @@ def render_case(case, results):
                 for k in MANAGER_KEYS}
         if any(seen.values()):
             out.append("  negotiated: " + ", ".join(f"{labels[k]} {v}" for k, v in seen.items() if v))
-    out.append(f"  {'metric':38} {labels['netmgr']:>14} {labels['msl']:>16} {'ratio':>8}")
+    out.append(f"  {'metric':38} {labels['netmgr']:>14} {labels['msl']:>16} {'ratio':>8}"
+               + (f" {labels[httpreport.HTTP]:>14} {'+http/netmgr':>13}" if http else ""))
     failed = {k: bool(results[case.name].get(k)) and all("error" in r for r in results[case.name][k])
               for k in MANAGER_KEYS}
     for key, label, fmt, better in rows:
@@ -366,7 +376,12 @@ def render_case(case, results):
         b = per["msl"].get(key) if per["msl"] else None
         ratio = f"{a / b:.2f}x" if better and a is not None and b else "-"
         cells = ["FAILED" if failed[k] else fmt_cell(fmt, v) for k, v in (("netmgr", a), ("msl", b))]
-        out.append(f"  {label:38} {cells[0]:>14} {cells[1]:>16} {ratio:>8}")
+        line = f"  {label:38} {cells[0]:>14} {cells[1]:>16} {ratio:>8}"
+        if http:
+            c = per[httpreport.HTTP].get(key) if per[httpreport.HTTP] else None
+            line += (f" {'FAILED' if failed[httpreport.HTTP] else fmt_cell(fmt, c):>14}"
+                     f" {httpreport.cost_cell(per, key, better):>13}")
+        out.append(line)
     return out
 
 
@@ -388,7 +403,7 @@ def render_case_notes(case, results, keys, opts):
                 out.append(f"  {labels[k]} run {i + 1} FAILED: {r['error']}")
             elif r.get("error_samples"):
                 out.append(f"  {labels[k]} run {i + 1} error replies, e.g.: {r['error_samples'][0]}")
-    return out
+    return out + httpreport.observed_notes(case, results)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,6 +437,8 @@ def case_json(case, cases, results, keys, opts):
         doc["targets"] = lib_seq_targets_json(case, results)
     if isinstance(case, BigCase) and "netmgr" in case.columns:
         doc["targets"] = targets_json(case, results, summarize)
+    if httpreport.shown(keys) and not isinstance(case, (LibSeqCase, BigCase)):
+        doc["http_cost"] = httpreport.cost_json(case, results, case_rows(case), summarize)
     doc["runs"] = results[case.name]
     if case.tls:
         doc["tls_overhead"] = overhead_json(case, cases, results)

@@ -91,7 +91,9 @@ def build_parser():
                    help=f"comma list of {', '.join(CASE_NAMES)} (default: all but overload)")
     p.add_argument("--attacks", default="", help=f"overload only: comma list of {', '.join(ATTACK_LABELS)} "
                                                  "(default: all)")
-    p.add_argument("--managers", default="msl,netmgr", help="comma list of msl, netmgr")
+    p.add_argument("--managers", default="msl,netmgr",
+                   help="comma list of msl, netmgr, netmgr+http (netmgr with --http, /metrics scraped every "
+                        "second and one /api/events reader throughout; default msl,netmgr)")
     p.add_argument("--duration", type=float, help="measured seconds per case (default 5; --quick 0.5)")
     p.add_argument("--warmup", type=float, help="warm-up seconds before measuring (default 1; --quick 0.2)")
     p.add_argument("--repeat", type=int, help="runs per case and Manager; medians reported (default 3; --quick 1)")
@@ -160,7 +162,7 @@ def check_options(p, opts):
     opts.manager_list = [m.strip() for m in opts.managers.split(",") if m.strip()]
     bad = [m for m in opts.manager_list if m not in managers.MANAGERS]
     if bad:
-        p.error(f"unknown manager(s) {bad}; choose from netmgr, msl")
+        p.error(f"unknown manager(s) {bad}; choose from {', '.join(managers.MANAGERS)}")
 
 
 def available_managers(opts, cases):
@@ -168,17 +170,22 @@ def available_managers(opts, cases):
     is not run) when netmgr's library cannot be imported."""
     keys = list(opts.manager_list)
     notes = []
-    if "netmgr" in keys:
-        ok, why = managers.netmgr_available()
-        if not ok:
-            keys.remove("netmgr")
-            notes.append(f"netmgr skipped: {why}")
-            print(f"note: netmgr skipped ({why})", file=sys.stderr)
+    checks = {"netmgr": [managers.netmgr_available],
+              "netmgr+http": [managers.netmgr_available, managers.netmgr_http_available]}
+    for key in [k for k in keys if k in checks]:
+        for check in checks[key]:
+            ok, why = check()
+            if not ok:
+                keys.remove(key)
+                notes.append(f"{key} skipped: {why}")
+                print(f"note: {key} skipped ({why})", file=sys.stderr)
+                break
     opts.lib_skip = {}
-    if "netmgr" in keys and any(isinstance(c, (LibSeqCase, LibThreadsCase)) for c in cases):
+    netmgrs = [k for k in keys if managers.family(k) == "netmgr"]
+    if netmgrs and any(isinstance(c, (LibSeqCase, LibThreadsCase)) for c in cases):
         ok, why = managers.netmgr_lib_available()
         if not ok:
-            opts.lib_skip["netmgr"] = why
+            opts.lib_skip.update(dict.fromkeys(netmgrs, why))
             notes.append(f"netmgr's library skipped in the lib cases (the floor still runs): {why}")
             print(f"note: netmgr's library skipped in the lib cases ({why})", file=sys.stderr)
     return keys, notes
@@ -202,7 +209,7 @@ def attempt(run, summary):
 
 
 def progress(opts, rep, case, column, msg, t0):
-    print(f"[{rep + 1}/{opts.repeat}] {case.name:11} {column:7} {msg}  "
+    print(f"[{rep + 1}/{opts.repeat}] {case.name:11} {column:11} {msg}  "
           f"({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
 
 
@@ -310,7 +317,7 @@ def main(argv=None):
     notes += nofile_notes(cases, nofile)
     machine = machine_info()
     machine["nofile"] = nofile
-    if "netmgr" in keys:  # what the idle cases add to netmgr's start command
+    if any(managers.family(k) == "netmgr" for k in keys):  # what the idle cases add to netmgr's command
         machine["netmgr_args"] = {c.name: managers.connection_args("netmgr", c.count) for c in cases
                                   if isinstance(c, (IdleCase, ManyCase))}
     results = {c.name: {} for c in cases}

@@ -139,10 +139,14 @@ MANAGER_FIGURES = ("startup_s", "ready_line_seen", "stop_s", "exit_code", "tls")
 
 
 def manager_figures(mgr, keys=MANAGER_FIGURES):
-    """What the JSON records of the (stopped) Manager itself: start-up and stop times, exit code."""
+    """What the JSON records of the (stopped) Manager itself: start-up and stop times, exit code;
+    and for an observed Manager (netmgr+http) what its observer saw, under ``observed``."""
     figures = {"startup_s": mgr.startup_s, "ready_line_seen": mgr.ready_line_seen,
                "stop_s": mgr.stop_s, "exit_code": mgr.exit_code, "tls": mgr.tls_info}
-    return {k: figures[k] for k in keys}
+    out = {k: figures[k] for k in keys}
+    if mgr.observed is not None:
+        out["observed"] = mgr.observed
+    return out
 
 
 def case_tls(case, opts):
@@ -276,9 +280,10 @@ def run_idle_case(key, case, opts, tmp):
 
 def run_lib_threads_case(key, case, opts, tmp):
     with managers.RunningManager(key, tmp / "manager") as mgr:
-        svc = spawn_peer(libpeer_cmd("service", "--kind", key, "--port", mgr.port), tmp, "service")
+        kind = managers.family(key)  # netmgr+http: netmgr's library
+        svc = spawn_peer(libpeer_cmd("service", "--kind", kind, "--port", mgr.port), tmp, "service")
         wait_registered(mgr.port, svc, tmp, "service")
-        argv = libpeer_cmd("threads", "--kind", key, "--port", mgr.port, "--threads", case.threads,
+        argv = libpeer_cmd("threads", "--kind", kind, "--port", mgr.port, "--threads", case.threads,
                            "--payload", case.payload, "--out", tmp / "threads.json")
         cli = spawn_peer(argv, tmp, "client", stdin=subprocess.PIPE)
         expect_line(cli, "READY", 30, tmp, "client")
@@ -326,7 +331,8 @@ def run_lib_seq_case(keys, case, opts, tmp):
     """One run of every path of lib_seq; returns {path: metrics}."""
     paths = lib_paths(keys, opts.lib_skip)
     if not paths:
-        raise CaseError("no path: lib_seq needs netmgr and/or msl in --managers")
+        raise CaseError("no path: lib_seq needs netmgr and/or msl in --managers (netmgr+http has no "
+                        "lib_seq path)")
     with contextlib.ExitStack() as stack:
         specs = [start_lib_path(stack, path, tmp) for path in paths]
         argv = libpeer_cmd("seq", "--rounds", case.rounds, "--burst", case.burst, "--warmup", opts.warmup,
