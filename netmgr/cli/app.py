@@ -7,8 +7,9 @@ traceback. Settings not given as flags come from the environment, then the confi
 
 The commands live in modules of their own, which add themselves to :data:`cli` when they are
 imported (the end of this module imports them): ``start``, ``keys`` (keygen, certgen,
-certdump), ``access`` (user, hostname), ``host`` (delete, install-service) and ``show`` (status,
-connections, config). Each is thin: parse options, call one library function, print.
+certdump), ``access`` (user, hostname), ``host`` (delete, install-service), ``show``
+(connections, config), ``control`` (status, stop, reload, disconnect) and ``events``. Each is
+thin: parse options, call one library function, print.
 """
 import json
 import os
@@ -32,6 +33,7 @@ MULTI_WORD = {
     "stop": {"--password", "--manager-password"},
     "reload": {"--password", "--manager-password"},
     "disconnect": {"--password", "--manager-password"},  # PEER first: the words run to the next option
+    "events": {"--password", "--manager-password"},
 }
 
 
@@ -158,10 +160,10 @@ def main(argv=None):
 
 # The command modules import `cli` and the helpers above from here, and add their commands to it
 # as they are imported: these imports come last so that a module imported first finds them.
-from netmgr.cli import start, keys, access, host, show, control  # noqa: E402 -- see the comment above
+from netmgr.cli import start, keys, access, host, show, control, events  # noqa: E402 -- see above
 
 #: The modules that make up the command tree, in the order their commands are added.
-COMMAND_MODULES = (start, keys, access, host, show, control)
+COMMAND_MODULES = (start, keys, access, host, show, control, events)
 
 
 if __name__ == "__main__":  # ``python -m netmgr.cli.app``: the commands joined the imported module's cli

@@ -69,13 +69,14 @@ class _Prompt:
 
 
 @contextlib.contextmanager
-def over_socket(path, timeout=10.0):
-    """A library Client connected through the control socket at `path`."""
+def over_socket(path, timeout=10.0, name=IDENTITY_NAME, **extras):
+    """A library Client named `name` connected through the control socket at `path`; `extras`
+    are more keywords of ``connect()`` (``reconnect``, ``on_state_change``: ``netmgr events``)."""
     from netmgr.client import connect  # only these commands need the library
 
     try:
-        client = connect(name=IDENTITY_NAME, host=path, timeout=timeout, auto_save=False,
-                         request_timeout=timeout, prompt=_nothing_asked)
+        client = connect(name=name, host=path, timeout=timeout, auto_save=False,
+                         request_timeout=timeout, prompt=_nothing_asked, **extras)
     except PermissionError:
         raise StatusError(f"cannot use the control socket {path}: permission denied; run the command "
                           f"as root (sudo) or as a member of the socket's group, or log in over TCP "
@@ -92,8 +93,10 @@ def over_socket(path, timeout=10.0):
 
 
 @contextlib.contextmanager
-def over_tcp(host, port, ask, cert_file=None, disable_tls=False, timeout=10.0):
-    """A library Client at host:port, logged in as an administrator when the Manager asks."""
+def over_tcp(host, port, ask, cert_file=None, disable_tls=False, timeout=10.0, name=IDENTITY_NAME,
+             **extras):
+    """A library Client at host:port, logged in as an administrator when the Manager asks;
+    `extras` as for :func:`over_socket`."""
     if not disable_tls and not (cert_file and os.path.isfile(cert_file)):
         raise StatusError(f"Cannot find the Manager's certificate {cert_file}; "
                           "pass --cert-file, or --disable-tls for a plaintext Manager")
@@ -102,9 +105,9 @@ def over_tcp(host, port, ask, cert_file=None, disable_tls=False, timeout=10.0):
     prompt = _Prompt(ask)
     try:
         try:
-            client = connect(name=IDENTITY_NAME, host=host, port=port, timeout=timeout,
+            client = connect(name=name, host=host, port=port, timeout=timeout,
                              disable_tls=disable_tls, cert_file=cert_file, auto_save=False,
-                             request_timeout=timeout, prompt=prompt)
+                             request_timeout=timeout, prompt=prompt, **extras)
         except ValueError as exc:  # the Manager refused the handshake: its message
             raise StatusError(_first_line(exc) or "the Manager refused the connection") from None
         except OSError as exc:

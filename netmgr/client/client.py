@@ -14,8 +14,9 @@ list of Managers, state callbacks, a credential prompt, and a finite default tim
 Threading model: no event loop, and no thread hop on the synchronous path. A call writes its
 request and reads its own reply on the calling thread unless another thread is reading
 (:mod:`netmgr.client.calls`); a background thread reads only when nobody else does
-(:mod:`netmgr.client.reader`); notification handlers and state callbacks run on one dispatcher
-thread (:mod:`netmgr.client.dispatch`). This module holds the public entry points; the Client's
+(:mod:`netmgr.client.reader`); notification handlers, event handlers and state callbacks run on
+one dispatcher thread (:mod:`netmgr.client.dispatch`); event subscriptions are in
+:mod:`netmgr.client.events`. This module holds the public entry points; the Client's
 machinery is in those mixins and :mod:`netmgr.client.reconnect`. The Client meets its Links only
 through a :class:`~netmgr.client.proxy.LinkEnd` per link (:mod:`netmgr.client.proxy`).
 """
@@ -27,10 +28,12 @@ import os
 import threading
 import uuid
 import weakref
-from typing import Any, Coroutine, Literal, Sequence, overload
+from typing import Any, Coroutine, Iterable, Literal, Sequence, overload
 
 from netmgr.client.calls import PRECHECK_AFTER, Calls
 from netmgr.client.dispatch import Dispatch, MessageTooLargeError
+from netmgr.client.events import (DEFAULT_MAXSIZE, EventHandler, Events, EventStream,
+                                  EventSubscription)
 from netmgr.client.failover import (CONNECT_KEYS, RECONNECT_KEYS, Failover, Options,
                                     check_extras, pick_kwargs)
 from netmgr.client.peer import CONNECTED, DISCONNECTED, RECONNECTING, Peer, run_tasks_in_thread
@@ -104,7 +107,7 @@ def filter_client_connect_kwargs(**kwargs: Any) -> dict[str, Any]:
                        (("auth_password", "password_manager"),))
 
 
-class Client(Peer, Calls, Dispatch, Background, Reconnect):
+class Client(Peer, Calls, Dispatch, Background, Reconnect, Events):
     """A connection to a Network Manager. Create it with :func:`connect`.
 
     Also a context manager: ``with connect() as cxn:`` disconnects on leaving the block.
@@ -149,6 +152,11 @@ class Client(Peer, Calls, Dispatch, Background, Reconnect):
         self._handled: dict[str, int] = {}
         self._handled_cond = threading.Condition(threading.Lock())
         self._manager_index = 0
+        # event subscriptions (netmgr.client.events): replaced, never mutated, so the reading
+        # thread iterates without a lock; subscribing and unsubscribing hold _events_lock
+        self._event_subs: tuple[EventSubscription, ...] = ()
+        self._events_lock = threading.Lock()
+        self._admin = False  # an admin request succeeded: this Client may log in as one
 
     # ------------------------------------------------------------------ 1.0 API
     def __repr__(self) -> str:
@@ -188,7 +196,9 @@ class Client(Peer, Calls, Dispatch, Background, Reconnect):
         timeout = kwargs.pop("timeout", None)
         if attrib == SHUTDOWN_MANAGER:
             self._no_reconnect = True
-        return self._request("Manager", attrib, args, kwargs, timeout)
+        value = self._request("Manager", attrib, args, kwargs, timeout)
+        self._admin = True  # logged in as an administrator: again after a reconnect (events)
+        return value
 
     def disconnect(self, timeout: float | None = None) -> None:
         """Disconnect from the Manager (1.0). Waits at most `timeout` seconds (default 10)."""
@@ -245,6 +255,40 @@ class Client(Peer, Calls, Dispatch, Background, Reconnect):
         space = " " * indent
         return "\n".join(_manager_text(identity, space) + _clients_text(identity, space)
                          + _services_text(identity, space))
+
+    @overload
+    def events(self, types: str | Iterable[str] | None = None, handler: None = None, *,
+               timeout: float | None = None, maxsize: int = DEFAULT_MAXSIZE) -> EventStream: ...
+
+    @overload
+    def events(self, types: str | Iterable[str] | None, handler: EventHandler, *,
+               timeout: float | None = None, maxsize: int = DEFAULT_MAXSIZE) -> EventSubscription: ...
+
+    @overload
+    def events(self, types: str | Iterable[str] | None = None, *, handler: EventHandler,
+               timeout: float | None = None, maxsize: int = DEFAULT_MAXSIZE) -> EventSubscription: ...
+
+    def events(self, types: str | Iterable[str] | None = None, handler: EventHandler | None = None,
+               *, timeout: float | None = None,
+               maxsize: int = DEFAULT_MAXSIZE) -> EventSubscription | EventStream:
+        """Subscribe to the Manager's events (netmgr; docs/protocol.md, "Events on the wire").
+
+        `types` is a list of event types (``"peer"``, ``"service"``, ``"link"``, ...), one type
+        as a str, or None for every type this connection may have (a Client that is not an
+        administrator: ``peer``, ``service``, ``health``). Each event is the dict the Manager
+        sent: ``{"type", "event", "seq", "time", ...}``.
+
+        With `handler`, ``handler(event)`` is called for each event on the dispatcher thread
+        (where notification handlers run) and an :class:`EventSubscription` is returned.
+        Without, an :class:`EventStream` is returned: iterate over it (``for ev in
+        cxn.events(["service"])``); `timeout` bounds each wait (TimeoutError), and at most
+        `maxsize` events wait, the oldest being dropped and counted beyond that. Both close
+        with ``close()`` or a ``with`` block, and both are subscribed again after a reconnect.
+
+        The Manager's refusal (an unknown type, an administrator's type asked for by a Client
+        that is not one, a Manager without events) raises RuntimeError here, as any request.
+        """
+        return self._subscribe_events(types, handler, maxsize, timeout)
 
     def spawn(self, name: str = "Client") -> Client:
         """A new connection to the same Manager(s) with the same options."""

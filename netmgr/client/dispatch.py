@@ -3,7 +3,9 @@
 Whichever thread reads the socket (a caller holding the reading role, or the background
 thread) calls :meth:`Dispatch._dispatch` for each line. A reply resolves the waiter or future
 with its uid (1.0 Managers answer admin requests with uid ``""``: the latest Manager request
-gets it); a notification is queued for the handlers of the links with its Service; the inline
+gets it); a notification is queued for the handlers of the links with its Service, an event
+notification (from ``"service": "Manager"``) goes to the event subscriptions
+(:mod:`netmgr.client.events`); the inline
 admin login's ``username``/``password`` requests are answered. Notification handlers and state
 callbacks run on one dispatcher thread, in order, so a slow handler never blocks reading, and a
 reply from a Service is returned only after the handlers of the notifications it sent before.
@@ -151,6 +153,9 @@ class Dispatch:
     # ------------------------------------------------------------------ the dispatcher thread
     def _notification(self, msg):
         name = msg.get("service")
+        if name == "Manager":  # an event (no Service may take that name): netmgr.client.events
+            self._manager_event(msg.get("result"))
+            return
         links = [end.link for end in self._links if end.service == name]
         if not links:
             return

@@ -6,8 +6,9 @@ a caller holding an old generation stops using it. On loss every pending request
 quietly), the state becomes ``RECONNECTING`` when ``reconnect`` allows it and the background
 thread (:mod:`netmgr.client.reader`) makes rounds over the failover list with back-off
 (:meth:`Failover.run <netmgr.client.failover.Failover.run>`, the loop the Service uses too); once
-connected, links are restored (and locks re-acquired with ``relock``) on their own thread, and a
-call through a link of an earlier connection restores it first. A link is restored through its
+connected, links are restored (and locks re-acquired with ``relock``) on their own thread, event
+subscriptions are made again on another (:mod:`netmgr.client.events`), and a call through a link
+of an earlier connection restores it first. A link is restored through its
 :class:`~netmgr.client.proxy.LinkEnd`, the record the Client keeps of it. State callbacks run on
 the dispatcher thread.
 
@@ -78,6 +79,7 @@ class Reconnect:
             self._final()
 
     def _final(self):
+        self._events_ended()
         try:
             self.shutdown_handler()
         except Exception:  # noqa: BLE001
@@ -159,6 +161,9 @@ class Reconnect:
         if self._links:
             threading.Thread(target=self._restore_links, args=(self._gen,),
                              name=f"{self._network_name}-relink", daemon=True).start()
+        if self._event_subs:
+            threading.Thread(target=self._restore_events, args=(self._gen,),
+                             name=f"{self._network_name}-resubscribe", daemon=True).start()
 
     def _restore_links(self, gen):
         """Re-link (and re-lock) after a reconnect, retrying until each Service is back."""
