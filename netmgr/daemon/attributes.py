@@ -88,7 +88,7 @@ class Attributes:
         """Event types for this peer's stream; the reply is every type it now receives."""
         types = _event_types(data)
         allowed = frozenset(TYPES) if session.is_admin else PUBLIC
-        if types is None:
+        if not types:  # none given, or an empty list: every type this peer may have
             types = allowed
         refused = check_types(types) - allowed
         if refused:
@@ -99,11 +99,12 @@ class Attributes:
         return sorted(self.manager.events.subscribe(session.send_event, types))
 
     def _unsubscribe_events(self, session, data):
+        """None given: every type; an empty list: none (a client computing what to drop)."""
         return sorted(self.manager.events.unsubscribe(session.send_event, _event_types(data)))
 
 
 def _event_types(data):
-    """The types of a (un)subscribe request: ``args[0]`` or ``kwargs["types"]``; None: all."""
+    """The types of a (un)subscribe request: ``args[0]`` or ``kwargs["types"]``; None if none."""
     kwargs = data.get("kwargs")
     args = data.get("args")
     if type(kwargs) is dict and "types" in kwargs:
@@ -114,4 +115,4 @@ def _event_types(data):
         types = None
     if types is not None and type(types) not in (list, str):
         raise Refused("TypeError", "the event types must be a list of strings")
-    return types or None
+    return types

@@ -92,6 +92,8 @@ def test_a_non_administrator_is_refused_admin_only_types(netmgr):
         reply = subscribe(vi, ["nope"], uid="u2")
         assert reply["error"] is True and reply["message"].startswith("ValueError: unknown event type 'nope'")
         assert subscribe(vi, [], uid="u3")["result"] == ["health", "peer", "service"]  # all it may have
+        # unsubscribing an empty list drops nothing (no arguments at all drops everything)
+        assert subscribe(vi, [], attribute="unsubscribe_events", uid="u3b")["result"] == ["health", "peer", "service"]
         assert subscribe(vi, ["peer"], attribute="unsubscribe_events", uid="u4")["result"] == ["health", "service"]
         assert subscribe(vi, None, attribute="unsubscribe_events", uid="u5")["result"] == []
         # nothing arrives any more: the next message is the reply to this request
