@@ -104,6 +104,27 @@ def http_address(text):
     return host, int(port)
 
 
+def _cluster(text):
+    """``nats://h1:4222,nats://h2:4222``: the NATS servers of the cluster; ``none``: no cluster."""
+    value = text.strip()
+    if value.lower() in ("", "none"):
+        return ""
+    urls = [u.strip() for u in value.split(",") if u.strip()]
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("nats", "tls") or not rest:
+            raise ValueError(f"must be NATS server URLs such as nats://h1:4222,nats://h2:4222, got {url!r}")
+    return ",".join(urls)
+
+
+def _node(text):
+    """A node's name: letters, digits, ``-`` and ``_`` (it is part of NATS subjects)."""
+    value = text.strip()
+    if not value or not all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
+        raise ValueError(f"must be letters, digits, '-' or '_', got {text!r}")
+    return value
+
+
 def _http(text):
     """``HOST:PORT`` of the HTTP endpoint, as given; ``none`` (or empty): off (``""``)."""
     value = text.strip()
@@ -225,13 +246,18 @@ KEYS = {
     "heartbeat_interval": (_float(0.1), 2.0),
     "http": (_http, None),
     "http_token_file": (_optional_path, None),
+    "cluster": (_cluster, None),
+    "node": (_node, None),
+    "cluster_name": (_node, "netmgr"),
+    "cluster_creds": (_optional_path, None),
+    "cluster_tls_ca": (_optional_path, None),
 }
 DEFAULTS = {key: default for key, (_, default) in KEYS.items()}
 
 #: keys a reload (SIGHUP) cannot change in a running Manager: they need a restart
 RESTART_ONLY = ("host", "port", "database", "disable_tls", "home", "auth", "auth_password",
                 "max_connections", "log_file", "auth_workers", "control_socket", "http",
-                "http_token_file")
+                "http_token_file", "cluster", "node", "cluster_name", "cluster_creds", "cluster_tls_ca")
 
 
 def env_name(key):

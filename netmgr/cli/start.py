@@ -87,6 +87,11 @@ D = config.DEFAULTS
               help="Serve /metrics, /healthz, /readyz, /api/status, /api/events and a status page "
                    "on HOST:PORT ([::1]:PORT for IPv6); beyond loopback it needs TLS and "
                    "authentication; 'none': off [default: off].")
+@click.option("--cluster", default=None, metavar="URLS",
+              help="Join a cluster of Managers over NATS: its servers, e.g. "
+                   "nats://h1:4222,nats://h2:4222 (needs netmgr[cluster]); 'none': none [default: none].")
+@click.option("--node", default=None, metavar="NAME",
+              help="This Manager's name in the cluster [default: the host's short name].")
 @config_option
 def start(config_file, auth_hostname, auth_login, auth_password, log_file, **flags):
     """Start the Network Manager.
@@ -109,6 +114,12 @@ def start(config_file, auth_hostname, auth_login, auth_password, log_file, **fla
             flags["http"] = config.KEYS["http"][0](flags["http"])
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--http'") from None
+    for key in ("cluster", "node"):
+        if flags.get(key) is not None:
+            try:
+                flags[key] = config.KEYS[key][0](flags[key])
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=f"'--{key}'") from None
     if flags.get("max_startups") is not None:
         try:
             flags["max_startups"] = config.KEYS["max_startups"][0](flags["max_startups"])

@@ -133,16 +133,18 @@ def fetch(host, port, ask, cert_file=None, disable_tls=False, timeout=10.0):
 
 
 def snapshot(client):
-    """``{"manager", "peers": [...], "clients": [...], "services": {...}, "totals", "recent"}``,
-    the status connection itself left out of the peers and clients."""
+    """``{"manager", "peers": [...], "clients": [...], "services": {...}, "totals", "recent"}``
+    (and ``"cluster"`` for a node of a cluster), the status connection itself left out of the
+    peers and clients."""
     status, peers = request(client, "status"), request(client, "peers")
     me = lambda name, port_: name.startswith(IDENTITY_NAME + "[") and port_ == client.port  # noqa: E731
     peers = [p for p in peers if not me(p.get("name", ""), p.get("port"))]
     clients = [c for c in status.get("clients", []) if not me(c, _port_of(c))]
     totals = {**status.get("totals", {}), "peers": len(peers), "clients": len(clients)}
+    cluster = {"cluster": status["cluster"]} if status.get("cluster") else {}
     return {"manager": status.get("manager"), "peers": peers, "clients": clients,
             "services": status.get("services", {}), "totals": totals,
-            "recent": status.get("recent", [])}
+            "recent": status.get("recent", []), **cluster}
 
 
 def request(client, attribute, *args, **kwargs):
@@ -204,6 +206,14 @@ def format_status(status, table):
                  ", ".join(s["locks"]) or "-") for name, s in services.items()]
         out.append(table(["Service", "Address", "Max clients", "In flight", "Linked clients", "Locks"],
                          _shown(rows)))
+    cluster = status.get("cluster")
+    if cluster:
+        nodes = cluster["nodes"]
+        out += ["", f"Cluster: node {printable(cluster['node'])}, NATS {cluster['nats']}, "
+                    f"{len(nodes)} node(s)"]
+        rows = [(name, n.get("manager") or "-", "this node" if name == cluster["node"] else f"{n['age']:.1f} s ago",
+                 ", ".join(n["services"]) or "-") for name, n in sorted(nodes.items())]
+        out.append(table(["Node", "Manager", "Heard", "Services"], _shown(rows)))
     return "\n".join(out)
 
 

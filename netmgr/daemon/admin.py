@@ -53,7 +53,8 @@ def status(manager):
                           "os": entry["os"], "links": registry.links_of(name)}
                    for name, entry in sorted(registry.clients.items())}
     # "seq": the last event this view includes (a reader of the stream applies only later ones)
-    return {"manager": manager.name, "seq": manager.events.seq, "health": manager.health()["status"],
+    cluster = {"cluster": manager.cluster.describe()} if manager.cluster is not None else {}
+    return {"manager": manager.name, "seq": manager.events.seq, "health": manager.health()["status"], **cluster,
             "clients": sorted(registry.clients), "client_info": client_info,
             "services": services, "totals": manager.totals(), "recent": recent_connections(manager)}
 

@@ -71,18 +71,38 @@ class Attributes:
             self._identity_cache = (key, value)
         return self._identity_cache[1]
 
+    def _remote(self, name):
+        """The record of a Service of another cluster node, else None."""
+        record = self.registry.service(name) if type(name) is str else None
+        return record if record is not None and record.node is not None else None
+
     def _link(self, session, data):
-        return self.registry.link(_client(session), data["args"][0])
+        client, name = _client(session), data["args"][0]
+        remote = self._remote(name)
+        if remote is not None:  # the Service's node decides (max_clients, locks)
+            self.manager.cluster.ctl(remote, client, "link")
+        return self.registry.link(client, name)
 
     def _unlink(self, session, data):
-        return self.registry.unlink(_client(session), data["args"][0])
+        client, name = _client(session), data["args"][0]
+        remote = self._remote(name)
+        if remote is not None:
+            self.manager.cluster.ctl(remote, client, "unlink")
+        return self.registry.unlink(client, name)
 
     def _acquire_lock(self, session, data):
-        return self.registry.acquire_lock(_client(session), data["args"][0],
-                                          bool(data["kwargs"]["shared"]))
+        client, name, shared = _client(session), data["args"][0], bool(data["kwargs"]["shared"])
+        remote = self._remote(name)
+        if remote is not None:
+            return self.manager.cluster.ctl(remote, client, "acquire_lock", shared)
+        return self.registry.acquire_lock(client, name, shared)
 
     def _release_lock(self, session, data):
-        return self.registry.release_lock(_client(session), data["args"][0])
+        client, name = _client(session), data["args"][0]
+        remote = self._remote(name)
+        if remote is not None:
+            return self.manager.cluster.ctl(remote, client, "release_lock")
+        return self.registry.release_lock(client, name)
 
     def _subscribe_events(self, session, data):
         """Event types for this peer's stream; the reply is every type it now receives."""

@@ -14,7 +14,8 @@ import time
 
 from netmgr.protocol import dumps
 
-TYPES = ("peer", "service", "link", "lock", "request_failed", "auth", "admin", "heartbeat", "health")
+TYPES = ("peer", "service", "link", "lock", "request_failed", "auth", "admin", "heartbeat", "health",
+         "cluster")
 #: the types a peer that is not an administrator may subscribe to: what ``identity()`` reveals
 PUBLIC = frozenset(("peer", "service", "health"))
 #: withheld from an HTTP reader that did not authenticate (a loopback reader)

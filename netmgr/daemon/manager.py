@@ -126,6 +126,7 @@ class Manager:
         #: heartbeats, health
         self.events = EventBus()
         self.http = None  # netmgr.daemon.http.HTTPEndpoint with ``http`` set
+        self.cluster = None  # netmgr.daemon.cluster.node.ClusterNode with ``cluster`` set
         self.loop_lag = 0.0  # seconds late of the last lag measurement
         self._lag_max = 0.0  # the largest since the last heartbeat
         self.loop_tick = time.monotonic()
@@ -158,6 +159,10 @@ class Manager:
             except BaseException:
                 self.server.close()
                 raise
+        if self.cfg.cluster:
+            from netmgr.daemon.cluster.node import ClusterNode  # nats-py only in cluster mode
+            self.cluster = ClusterNode(self)
+            self.cluster.start()
         self._open_control()
         # handlers before anyone can see the start-up line: a signal right after it must not kill us
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -303,6 +308,8 @@ class Manager:
         self.server.pool.join(timeout=self.STOP_TIMEOUT)
         self.server.pool.kill(block=True, timeout=1)
         self._close_control()
+        if self.cluster is not None:
+            self.cluster.close()
         if self.http is not None:
             self.http.close()
         self.server = None

@@ -35,10 +35,11 @@ class Client:
 
 class Service:
     __slots__ = ("name", "network_name", "handle", "max_clients", "links", "locks", "inflight",
-                 "stats", "shared")
+                 "stats", "shared", "node")
 
-    def __init__(self, name, network_name, handle, max_clients, stats=None):
+    def __init__(self, name, network_name, handle, max_clients, stats=None, node=None):
         self.name = name
+        self.node = node  # the cluster node it is connected to, if that is another node
         self.network_name = network_name
         self.handle = handle
         self.max_clients = max_clients
@@ -152,6 +153,8 @@ class Registry:
         #: events not yet published: ``(type, event, fields)`` (netmgr.daemon.events)
         self.pending = []
         self.stats = StatsTable()
+        #: this Manager's node name in a cluster (docs/cluster.md), else None
+        self.node = None
         self.max_inflight = max_inflight  # requests in flight per Client (--max-inflight)
         self._clients = {}  # network name -> Client
         self._services = {}  # service name -> Service
@@ -172,8 +175,11 @@ class Registry:
         return events
 
     # ---------------------------------------------------------------- registration
-    def add(self, handle, network_name, address, kind, fields):
-        """Register a peer whose identity :func:`check_identity` accepted; return its record."""
+    def add(self, handle, network_name, address, kind, fields, node=None):
+        """Register a peer whose identity :func:`check_identity` accepted; return its record.
+
+        ``node``: a Service of another node of the cluster (its handle forwards to it).
+        """
         self.changes += 1
         if kind == "client":
             if network_name in self._clients:
@@ -189,17 +195,32 @@ class Registry:
         if name in self._services:
             raise Refused("NameError", f"A {name!r} service is already running on the Manager")
         stats = self.stats.get(name, self._services.__contains__)
-        record = Service(name, network_name, handle, fields["max_clients"], stats)
+        record = Service(name, network_name, handle, fields["max_clients"], stats, node)
         self._services[name] = record
         self.services[name] = {"attributes": fields["attributes"], "address": address,
                                "language": fields["language"], "os": fields["os"],
                                "max_clients": fields["max_clients"]}
-        self.emit("peer", "connected", name=network_name, kind="service", address=address,
-                  language=fields["language"], os=fields["os"])
+        where = {}
+        if self.node is not None:  # a cluster: every entry says its node
+            self.services[name]["node"] = node or self.node
+            if node is not None:
+                where = {"node": node}
+        if node is None:
+            self.emit("peer", "connected", name=network_name, kind="service", address=address,
+                      language=fields["language"], os=fields["os"])
         self.emit("service", "registered", name=name, network_name=network_name, address=address,
                   attributes=fields["attributes"], max_clients=fields["max_clients"],
-                  language=fields["language"], os=fields["os"])
+                  language=fields["language"], os=fields["os"], **where)
         return record
+
+    def add_remote_client(self, handle, network_name):
+        """A Client of another node that uses a Service of this one (not in ``identity()``)."""
+        record = Client(network_name, handle)
+        self._clients[network_name] = record
+        return record
+
+    def client(self, network_name):
+        return self._clients.get(network_name)
 
     def remove(self, record, reason="closed"):
         """Forget a peer and release its links, locks and in-flight requests.
@@ -213,15 +234,16 @@ class Registry:
             if self._clients.get(record.name) is not record:
                 return []
             del self._clients[record.name]
-            address = self.clients.pop(record.name)["address"]
+            entry = self.clients.pop(record.name, None)  # None: a Client of another node
             for service in sorted(record.links, key=_by_name):
                 self._unlinked(service, record, "client disconnected")
             for service in record.sent_to:  # their replies will have no one to go to
                 service.inflight.pop(record.name, None)
             record.links.clear()
             record.sent_to.clear()
-            self.emit("peer", "disconnected", name=record.name, kind="client", address=address,
-                      reason=reason)
+            if entry is not None:
+                self.emit("peer", "disconnected", name=record.name, kind="client",
+                          address=entry["address"], reason=reason)
             return []
 
         if self._services.get(record.name) is not record:
@@ -247,10 +269,12 @@ class Registry:
         for client in sorted(record.links, key=_by_name):
             self._unlinked(record, client, "service gone")
         record.inflight.clear()
+        where = {"node": record.node} if record.node is not None else {}
         self.emit("service", "gone", name=record.name, network_name=record.network_name,
-                  address=address, reason=reason)
-        self.emit("peer", "disconnected", name=record.network_name, kind="service", address=address,
-                  reason=reason)
+                  address=address, reason=reason, **where)
+        if record.node is None:
+            self.emit("peer", "disconnected", name=record.network_name, kind="service",
+                      address=address, reason=reason)
         return effects
 
     def _unlinked(self, service, client, reason):

@@ -23,7 +23,7 @@ from netmgr.protocol import MAX_TERMINAL_LINE, LineReader, dumps, find_uid, load
 from netmgr.daemon import routing
 from netmgr.daemon.limits import normal_ip
 from netmgr.daemon.output import Output
-from netmgr.daemon.registry import check_identity
+from netmgr.daemon.registry import Client, check_identity
 from netmgr.daemon.memory import trim_memory
 from netmgr.errors import HandshakeFailed, NestingTooDeep, ProtocolError, Refused
 
@@ -143,6 +143,8 @@ class Session(Output):
         manager.events.unsubscribe(self.send_event)
         try:
             if self.record is not None:
+                if manager.cluster is not None and type(self.record) is Client:
+                    manager.cluster.client_leaving(self.record)
                 effects = manager.registry.remove(self.record, self.reason)
                 manager.publish_pending()
                 manager.record(self, "disconnected")
@@ -286,6 +288,9 @@ class Session(Output):
             name = f"{fields['name']}[{self.address}]"
             if local:
                 name = self._unique(fields["name"])
+            cluster = self.manager.cluster
+            if cluster is not None and kind == "service" and self.manager.registry.service(fields["name"]) is None:
+                cluster.claim(fields["name"])  # the name, cluster-wide: Refused if another node has it
             record = self.manager.registry.add(self, name, self.address, kind, fields)
             self.manager.publish_pending()
         except Refused as exc:

@@ -19,7 +19,7 @@ from lib_support import HOST, Echo, service_process, start_service, until
 from netmgr.client import RECONNECTING, EventStream, EventSubscription, connect
 
 WAIT = 20
-ALL = {"peer", "service", "link", "lock", "request_failed", "auth", "admin", "heartbeat", "health"}
+ALL = {"peer", "service", "link", "lock", "request_failed", "auth", "admin", "heartbeat", "health", "cluster"}
 pytestmark = pytest.mark.usefixtures("watchdog")
 
 

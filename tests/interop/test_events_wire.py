@@ -107,7 +107,7 @@ def test_an_administrator_sees_links_locks_failures_heartbeats_and_audit(netmgr,
             RawPeer(netmgr.port, timeout=WAIT) as client:
         admin.handshake_client("Watcher")
         assert subscribe(admin, None)["result"] == sorted(["peer", "service", "link", "lock", "request_failed",
-                                                           "auth", "admin", "heartbeat", "health"])
+                                                           "auth", "admin", "heartbeat", "health", "cluster"])
         echo.handshake_service("Echo")
         next_event(admin, "service", "registered", name="Echo")
         client.handshake_client("C")

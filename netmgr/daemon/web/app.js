@@ -18,7 +18,7 @@
   const STATUS_URL = "api/status";
   const HEALTH_URL = "healthz";
   const EVENTS_URL = "api/events";
-  const TYPES = ["peer", "service", "link", "lock", "request_failed", "auth", "admin", "heartbeat", "health"];
+  const TYPES = ["peer", "service", "link", "lock", "request_failed", "auth", "admin", "heartbeat", "health", "cluster"];
   const LOG_ROWS = 500;          // the event log keeps this many rows, newest first
   const CHART_SECONDS = 300;     // the rate charts show the last 5 minutes at most,
   const CHART_MIN_SECONDS = 60;  // and at least a minute (a page just opened has little history)
@@ -487,6 +487,9 @@
         return [t("health "), b(ev.status),
                 t(failing.length ? ": " + failing.map(([n, c]) => `${n} (${c.detail})`).join(", ") : "")];
       }
+      case "cluster":
+        return [t("node "), b(ev.node), t(ev.event === "node_left" ? ` left the cluster (${ev.reason || ""})`
+                                                               : " joined the cluster")];
       default:
         return [t(`${ev.type} ${ev.event}`)];
     }

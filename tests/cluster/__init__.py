@@ -1,0 +1,1 @@
+"""A package, so that cluster/conftest.py does not shadow tests/conftest.py (see its docstring)."""
