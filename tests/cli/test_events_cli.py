@@ -167,7 +167,7 @@ def test_an_unknown_type_is_one_line_and_status_1(netmgr, follow):
     events = follow("--type", "bogus")
     assert events.wait() == 1
     assert events.err == ["ValueError: unknown event type 'bogus'; the types are: peer, service, link, lock, "
-                          "request_failed, auth, admin, heartbeat, health\n", None]
+                          "request_failed, auth, admin, heartbeat, health, cluster\n", None]
 
 
 # --------------------------------------------------------------------- the Manager goes away

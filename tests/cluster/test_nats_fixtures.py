@@ -128,7 +128,7 @@ def test_the_race_for_one_name_has_exactly_one_winner(nats_cluster):
             try:
                 await kv.put(f"ready-{nc.connected_url.port}", b"")
                 return nc, kv
-            except nats.js.errors.NoStreamResponseError:
+            except (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError):  # no stream leader yet
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.02)
