@@ -11,6 +11,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 from msl.network import Service
 
+#: a 1.0 Echo Service as a program: ``python -c ECHO_1_0 PORT`` (a process a test can kill -9)
+ECHO_1_0 = """
+import sys
+from msl.network import Service
+
+class Echo(Service):
+    def echo(self, *args, **kwargs):
+        return args, kwargs
+
+Echo().start(host="127.0.0.1", port=int(sys.argv[1]), disable_tls=True)
+"""
+
 
 class Echo(Service):
     """The 1.0 Echo example: replies with the positional and keyword arguments."""

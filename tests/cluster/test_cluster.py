@@ -11,20 +11,10 @@ import time
 
 import pytest
 
+from msl_services import ECHO_1_0
 from rawpeer import RawPeer, wait_until
 
 WAIT = 20.0
-
-ECHO_1_0 = """
-import sys
-from msl.network import Service
-
-class Echo(Service):
-    def echo(self, *args, **kwargs):
-        return args, kwargs
-
-Echo().start(host="127.0.0.1", port=int(sys.argv[1]), disable_tls=True)
-"""
 
 
 def services_at(port):
@@ -43,7 +33,6 @@ def wait_for_service(port, name, node=None):
 
 def wait_gone(port, name):
     wait_until(lambda: name not in services_at(port), WAIT, f"{name!r} gone at port {port}")
-
 
 
 @pytest.fixture
@@ -294,7 +283,6 @@ def test_kill_9_of_one_nats_server_of_three_and_traffic_continues(nats_cluster, 
             assert call(n) == [[n], {}]
         assert services_at(b.port)["Echo"]["node"] == "a"
         assert "cluster_name_lost" not in a.output  # the claim outlived its server
-
 
 
 def test_netmgr_status_shows_the_nodes(two_nodes):

@@ -10,20 +10,10 @@ import threading
 
 import pytest
 
+from msl_services import ECHO_1_0
 from rawpeer import RawPeer, wait_until
 
 WAIT = 20.0
-
-ECHO_1_0 = """
-import sys
-from msl.network import Service
-
-class Echo(Service):
-    def echo(self, *args, **kwargs):
-        return args, kwargs
-
-Echo().start(host="127.0.0.1", port=int(sys.argv[1]), disable_tls=True)
-"""
 
 
 class UnixPeer(RawPeer):
